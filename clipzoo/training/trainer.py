@@ -1,0 +1,77 @@
+"""`ClipzooTrainer`: the HF `Trainer` with global-batch contrastive losses under several processes.
+
+Single process: the model's own `forward(return_loss=True)` computes the loss, exactly as in transformers.
+
+Several processes (DDP/FSDP through Accelerate, `torchrun`, `accelerate launch`): a contrastive loss must see the
+negatives of every process. The trainer then asks the model for its outputs without a loss and calls the model's
+`loss_from_outputs(outputs, inputs, gather=...)`, passing `clipzoo.modeling.losses.gather_features`. Each process
+computes the same global-batch loss, and the parameter gradients equal those of one process on the whole batch
+(`logit_scale` included; `tests/test_losses_distributed.py` checks it). Models without `loss_from_outputs` that return
+CLIP-style embeddings (`image_embeds`, `text_embeds`, a `logit_scale` parameter) get the symmetric InfoNCE, so a plain
+transformers `CLIPModel` trains correctly too.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from transformers import Trainer
+from transformers.utils import logging
+
+from clipzoo.modeling import losses
+
+
+logger = logging.get_logger(__name__)
+
+__all__ = ["ClipzooTrainer"]
+
+
+def _clip_loss_from_outputs(model: torch.nn.Module, outputs: Any, gather) -> torch.Tensor:
+    image_embeds = outputs["image_embeds"]
+    text_embeds = outputs["text_embeds"]
+    image_embeds = image_embeds / image_embeds.norm(dim=-1, keepdim=True)
+    text_embeds = text_embeds / text_embeds.norm(dim=-1, keepdim=True)
+    logit_scale = model.logit_scale.exp()
+    logits_per_text = gather(text_embeds) @ gather(image_embeds).t() * logit_scale
+    return 0.5 * (losses.contrastive_loss(logits_per_text) + losses.contrastive_loss(logits_per_text.t()))
+
+
+class ClipzooTrainer(Trainer):
+    """A `transformers.Trainer` whose contrastive losses are computed over the global batch.
+
+    Use it exactly like `Trainer`; collators must set `return_loss=True`, and `remove_unused_columns=False` is needed
+    because collators consume raw columns (images, captions).
+
+    Examples:
+
+    ```python
+    >>> from transformers import TrainingArguments
+    >>> from clipzoo.training.trainer import ClipzooTrainer
+    >>> trainer = ClipzooTrainer(model=model, args=TrainingArguments("out", remove_unused_columns=False),
+    ...                          train_dataset=ds, data_collator=collator)  # doctest: +SKIP
+    >>> trainer.train()  # doctest: +SKIP
+    ```
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # Our losses are per-batch means; never pass `num_items_in_batch` into a forward that happens to take **kwargs.
+        self.model_accepts_loss_kwargs = False
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if losses.get_world_size() <= 1 or not self.model.training:
+            return super().compute_loss(model, inputs, return_outputs=return_outputs)
+        unwrapped = self.accelerator.unwrap_model(model)
+        local_inputs = {**inputs, "return_loss": False}
+        outputs = model(**local_inputs)
+        if hasattr(unwrapped, "loss_from_outputs"):
+            loss = unwrapped.loss_from_outputs(outputs, inputs, gather=losses.gather_features)
+        elif hasattr(unwrapped, "logit_scale") and "image_embeds" in outputs:
+            loss = _clip_loss_from_outputs(unwrapped, outputs, losses.gather_features)
+        else:
+            raise TypeError(
+                f"{type(unwrapped).__name__} defines no `loss_from_outputs` and returns no CLIP embeddings, so its "
+                "loss cannot be computed over the global batch under several processes."
+            )
+        return (loss, outputs) if return_outputs else loss
