@@ -112,7 +112,9 @@ def _run(args: argparse.Namespace) -> int:
 
         row = get_variant(args.slug)
         overrides = {"training": {"max_steps": args.max_steps}} if args.max_steps else None
-        out = _hook(args.slug, "train")(args.recipe or row.default_recipe, output_dir=args.output_dir, overrides=overrides)
+        out = _hook(args.slug, "train")(
+            args.recipe or row.default_recipe, output_dir=args.output_dir, overrides=overrides
+        )
         print(json.dumps({"model": str(out)}))
     elif args.command == "evaluate":
         kwargs = {"num_samples": args.num_samples} if args.num_samples else {}

@@ -144,3 +144,167 @@ def resolve_hook(spec: str) -> Callable[..., Any]:
 # ---------------------------------------------------------------------------------------------------------------------
 
 _ROW_BUILDERS: list[Callable[[], Variant]] = []
+
+
+def _ape_tiny_config():
+    from transformers import CLIPConfig
+
+    from clipzoo.configuration.configuration_ape import APEConfig
+
+    tower = {"hidden_size": 16, "intermediate_size": 32, "num_attention_heads": 2, "num_hidden_layers": 1}
+    base = CLIPConfig(
+        text_config={
+            **tower,
+            "vocab_size": 64,
+            "max_position_embeddings": 16,
+            "bos_token_id": 0,
+            "eos_token_id": 1,
+            "pad_token_id": 2,
+        },
+        vision_config={**tower, "image_size": 32, "patch_size": 8},
+        projection_dim=16,
+    )
+    # Inline base (built from base_config with a fixed seed), so the tiny adapter needs no base on disk.
+    return APEConfig(
+        base_config=base.to_dict(),
+        method="ape",
+        feature_dim=16,
+        num_cache_entries=6,
+        shots=2,
+        feat_num_training_free=8,
+        id2label={0: "circle", 1: "square", 2: "triangle"},
+        label2id={"circle": 0, "square": 1, "triangle": 2},
+    )
+
+
+def _ape_tiny_inputs(config, seed: int) -> dict:
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    return {"pixel_values": torch.randn(2, 3, 32, 32, generator=generator)}
+
+
+def _ape_row() -> Variant:
+    from clipzoo.configuration.configuration_ape import APEConfig
+    from clipzoo.modeling.modeling_ape import APEForImageClassification
+    from clipzoo.processing.processing_ape import APEImageProcessor
+
+    return Variant(
+        slug="ape",
+        config_class=APEConfig,
+        model_class=APEForImageClassification,
+        processor_class=None,
+        image_processor_class=APEImageProcessor,
+        task_classes={"AutoModelForImageClassification": APEForImageClassification},
+        pipeline_tag="image-classification",
+        tiny_config=_ape_tiny_config,
+        tiny_inputs=_ape_tiny_inputs,
+        card=CardFacts(
+            title="Not All Features Matter: Enhancing Few-shot CLIP with Adaptive Prior Refinement",
+            arxiv="2304.01195",
+            official_repo="yangyangyang127/APE",
+            license="apache-2.0",
+            summary=(
+                "APE is a few-shot adapter on a frozen CLIP: a key-value cache of K-shot image features and a text "
+                "classifier score an image through three edges (text, refined cache on the Q most discriminative "
+                "channels, and a KL-weighted cache-vs-text edge), with hyper-parameters searched on a validation "
+                "split. APE-T adds a trainable category residual (C x Q) and per-entry value weights. Tip-Adapter and "
+                "Tip-Adapter-F are included as baselines on identical features."
+            ),
+            citation=(
+                "@inproceedings{zhu2023ape,\n  title={Not All Features Matter: Enhancing Few-shot CLIP with Adaptive "
+                "Prior Refinement},\n  author={Zhu, Xiangyang and Zhang, Renrui and He, Bowei and Zhou, Aojun and "
+                "Wang, Dong and Zhao, Bin and Gao, Peng},\n  booktitle={ICCV},\n  year={2023}\n}"
+            ),
+            datasets=("fashion_mnist",),
+            metrics=("accuracy",),
+            tags=("few-shot", "clip", "adapter", "ape", "tip-adapter"),
+            notes=(
+                "Adapter checkpoint only: the frozen base is referenced by config.base_model_name_or_path. "
+                "APE-T uses Q_T channels from the full (text + cache) criterion with the APE-T weights; the official "
+                "APE-T crashes at HEAD (see model_cards/ape.md). All searches and epoch choices use the validation "
+                "split, never the test split."
+            ),
+        ),
+        default_recipe="ape_fashion_mnist",
+        train="clipzoo.training.ape:train",
+        evaluate="clipzoo.training.ape:evaluate",
+    )
+
+
+_ROW_BUILDERS.append(_ape_row)
+
+
+def _groupvit_tiny_config():
+    from clipzoo.configuration.configuration_groupvit import ClipzooGroupViTConfig
+
+    return ClipzooGroupViTConfig(
+        text_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
+                     "vocab_size": 64, "max_position_embeddings": 16, "bos_token_id": 0, "eos_token_id": 1,
+                     "pad_token_id": 2},
+        vision_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 3, "depths": [1, 1, 1],
+                       "num_group_tokens": [8, 4, 0], "num_output_groups": [8, 4, 4], "num_attention_heads": 2,
+                       "image_size": 32, "patch_size": 8},
+        projection_dim=16, projection_intermediate_dim=32, multi_label=2,
+    )  # fmt: skip
+
+
+def _groupvit_tiny_inputs(config, seed: int) -> dict:
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    # Caption + K prompts per image, each ending with the end-of-text id (pooling position).
+    input_ids = torch.randint(3, config.text_config.vocab_size, (2, 1 + config.multi_label, 8), generator=generator)
+    input_ids[..., 0], input_ids[..., -1] = config.text_config.bos_token_id, config.text_config.eos_token_id
+    return {"input_ids": input_ids, "pixel_values": torch.randn(2, 3, 32, 32, generator=generator)}
+
+
+def _groupvit_row() -> Variant:
+    from clipzoo.configuration.configuration_groupvit import ClipzooGroupViTConfig
+    from clipzoo.modeling.modeling_groupvit import ClipzooGroupViTModel
+    from clipzoo.processing.processing_groupvit import ClipzooGroupViTImageProcessor, ClipzooGroupViTProcessor
+
+    return Variant(
+        slug="groupvit",
+        config_class=ClipzooGroupViTConfig,
+        model_class=ClipzooGroupViTModel,
+        processor_class=ClipzooGroupViTProcessor,
+        image_processor_class=ClipzooGroupViTImageProcessor,
+        task_classes={"AutoModelForZeroShotImageClassification": ClipzooGroupViTModel},
+        pipeline_tag="zero-shot-image-classification",
+        tiny_config=_groupvit_tiny_config,
+        tiny_inputs=_groupvit_tiny_inputs,
+        card=CardFacts(
+            title="GroupViT: Semantic Segmentation Emerges from Text Supervision",
+            arxiv="2202.11094",
+            official_repo="NVlabs/GroupViT",
+            license="apache-2.0",
+            summary=(
+                "GroupViT is a vision transformer that groups image patches into progressively larger, arbitrarily "
+                "shaped segments with learnable group tokens and Gumbel-softmax assignment, trained only on "
+                "image-text pairs with a contrastive loss plus a multi-label loss over prompts built from the "
+                "caption's nouns. Zero-shot semantic segmentation emerges: each final group is labelled with its "
+                "closest class prompt."
+            ),
+            citation=(
+                "@inproceedings{xu2022groupvit,\n  title={GroupViT: Semantic Segmentation Emerges from Text "
+                "Supervision},\n  author={Xu, Jiarui and De Mello, Shalini and Liu, Sifei and Byeon, Wonmin and "
+                "Breuel, Thomas and Kautz, Jan and Wang, Xiaolong},\n  booktitle={CVPR},\n  year={2022}\n}"
+            ),
+            datasets=("shapesworld",),
+            metrics=("mean_iou", "accuracy"),
+            tags=("groupvit", "zero-shot-segmentation", "clip", "contrastive"),
+            notes=(
+                "Weights of transformers' GroupViTModel load unchanged. Preprocessing uses the official ImageNet "
+                "mean/std and bilinear resizing, not the CLIP constants of the Hub processor. The multi-label "
+                "prompts use an offline lexicon word extractor instead of NLTK's tagger (see model_cards/groupvit.md)."
+            ),
+        ),
+        default_recipe="groupvit_shapesworld",
+        train="clipzoo.training.groupvit:train",
+        evaluate="clipzoo.training.groupvit:evaluate",
+        lora_target_modules=r".*(text_model|vision_model)\.encoder\..*self_attn\.(q_proj|k_proj|v_proj|out_proj)",
+    )
+
+
+_ROW_BUILDERS.append(_groupvit_row)

@@ -60,7 +60,7 @@ class ImageTextCollator:
         batch = self.processor(
             images=images,
             text=captions,
-            padding="max_length",
+            padding=True,
             truncation=True,
             max_length=self.max_length,
             return_tensors="pt",

@@ -19,6 +19,7 @@ never silently fall back to a default.
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,12 @@ TRAINING_DEFAULTS: dict[str, Any] = {
     "report_to": "none",
     "dataloader_num_workers": 0,
 }
+
+
+def _cpu_only_multiprocess() -> bool:
+    import torch
+
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
 
 
 def available_recipes() -> list[str]:
@@ -99,8 +106,12 @@ def load_recipe(
     parsed = {}
     for section, cls in sections.items():
         values = dict(raw.get(section) or {})
-        if cls is TrainingArguments or (isinstance(cls, type) and issubclass(cls, TrainingArguments)):
+        if isinstance(cls, type) and issubclass(cls, TrainingArguments):
             values = {**TRAINING_DEFAULTS, **values}
+            if _cpu_only_multiprocess():
+                # Under torchrun/accelerate on a machine without GPUs, Accelerate only forms the process group
+                # (gloo, MULTI_CPU) when asked for the CPU explicitly; otherwise every process trains alone.
+                values["use_cpu"] = True
         values.update((overrides or {}).get(section, {}))
         parsed[section] = _parse_section(path.stem, section, values, cls)
     return parsed

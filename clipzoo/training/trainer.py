@@ -27,14 +27,11 @@ logger = logging.get_logger(__name__)
 __all__ = ["ClipzooTrainer"]
 
 
-def _clip_loss_from_outputs(model: torch.nn.Module, outputs: Any, gather) -> torch.Tensor:
-    image_embeds = outputs["image_embeds"]
-    text_embeds = outputs["text_embeds"]
-    image_embeds = image_embeds / image_embeds.norm(dim=-1, keepdim=True)
-    text_embeds = text_embeds / text_embeds.norm(dim=-1, keepdim=True)
-    logit_scale = model.logit_scale.exp()
-    logits_per_text = gather(text_embeds) @ gather(image_embeds).t() * logit_scale
-    return 0.5 * (losses.contrastive_loss(logits_per_text) + losses.contrastive_loss(logits_per_text.t()))
+def _clip_loss_from_outputs(model: torch.nn.Module, outputs: Any) -> torch.Tensor:
+    """Global-batch InfoNCE for models returning CLIP embeddings (e.g. transformers' `CLIPModel`)."""
+    image_embeds = torch.nn.functional.normalize(outputs["image_embeds"], dim=-1)
+    text_embeds = torch.nn.functional.normalize(outputs["text_embeds"], dim=-1)
+    return losses.clip_loss(image_embeds, text_embeds, model.logit_scale.exp(), gather=True)
 
 
 class ClipzooTrainer(Trainer):
@@ -68,7 +65,7 @@ class ClipzooTrainer(Trainer):
         if hasattr(unwrapped, "loss_from_outputs"):
             loss = unwrapped.loss_from_outputs(outputs, inputs, gather=losses.gather_features)
         elif hasattr(unwrapped, "logit_scale") and "image_embeds" in outputs:
-            loss = _clip_loss_from_outputs(unwrapped, outputs, losses.gather_features)
+            loss = _clip_loss_from_outputs(unwrapped, outputs)
         else:
             raise TypeError(
                 f"{type(unwrapped).__name__} defines no `loss_from_outputs` and returns no CLIP embeddings, so its "

@@ -1,0 +1,57 @@
+"""The `clipzoo` command: bad input gives one clear line and exit status 2."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from clipzoo.cli import build_parser, main
+
+
+def _run(argv, capsys):
+    code = main(argv)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_unknown_slug(capsys, tmp_path):
+    code, _, err = _run(["train", "nope", "--output-dir", str(tmp_path)], capsys)
+    assert code == 2 and "Unknown variant 'nope'" in err
+
+
+def test_unknown_slug_for_evaluate(capsys):
+    code, _, err = _run(["evaluate", "nope"], capsys)
+    assert code == 2 and "Unknown variant 'nope'" in err
+
+
+def test_unknown_recipe_for_backbone(capsys, tmp_path):
+    code, _, err = _run(["pretrain-backbone", "--out", str(tmp_path), "--recipe", "nope"], capsys)
+    assert code == 2 and "Unknown recipe 'nope'" in err
+
+
+def test_missing_backbone_names_the_command(capsys, tmp_path):
+    code, _, err = _run(["evaluate", "backbone", "--model", str(tmp_path / "none")], capsys)
+    assert code == 2 and "clipzoo pretrain-backbone" in err
+
+
+def test_unknown_task_is_rejected_by_the_parser(capsys):
+    with pytest.raises(SystemExit) as exc:
+        build_parser().parse_args(["data", "shapesworld", "--task", "nope", "--out", "x"])
+    assert exc.value.code == 2
+    assert "invalid choice: 'nope'" in capsys.readouterr().err
+
+
+def test_data_command_writes_a_dataset(capsys, tmp_path):
+    from datasets import load_from_disk
+
+    code, out, _ = _run(
+        ["data", "shapesworld", "--task", "captions", "--out", str(tmp_path / "d"), "--num-samples", "12"], capsys
+    )
+    assert code == 0 and json.loads(out)["num_samples"] == 12
+    assert len(load_from_disk(str(tmp_path / "d"))) == 12
+
+
+def test_console_script_help_runs():
+    proc = subprocess.run([sys.executable, "-m", "clipzoo.cli", "--help"], capture_output=True, text=True)
+    assert proc.returncode == 0 and "pretrain-backbone" in proc.stdout
