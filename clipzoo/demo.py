@@ -81,7 +81,12 @@ def _backbone_stage(out: Path, backbone: Path | None) -> dict[str, Any]:
         }
     ]
     folder = export(
-        backbone_dir, out / "export" / "backbone", card=BACKBONE_CARD, overwrite=True, eval_results=eval_results
+        backbone_dir,
+        out / "export" / "backbone",
+        slug="backbone",
+        card=BACKBONE_CARD,
+        overwrite=True,
+        eval_results=eval_results,
     )
     _, processor = load_backbone(backbone_dir)
     return {"model": str(backbone_dir), **metrics, **_reload_backbone_export(folder, processor)}
