@@ -30,11 +30,13 @@ from transformers import (
 from transformers.utils import logging
 
 from clipzoo.processing.tokenization_offline import build_offline_tokenizer
+from clipzoo.variants import CardFacts
 
 
 logger = logging.get_logger(__name__)
 
 __all__ = [
+    "BACKBONE_CARD",
     "BackboneDataArguments",
     "BackboneModelArguments",
     "default_backbone_dir",
@@ -49,6 +51,26 @@ DEFAULT_RECIPE = "backbone_shapesworld"
 METADATA_FILE = "clipzoo_backbone.json"
 # Fashion-MNIST captions for the mixed backbone (APE's benchmark pretrains on half of the classes).
 FASHION_TEMPLATES = ("a photo of a {}.", "a grey photo of a {}.", "a picture of a {}.", "a {}.")
+
+
+BACKBONE_CARD = CardFacts(
+    title="clipzoo tiny CLIP backbone (ShapesWorld)",
+    arxiv="2103.00020",
+    official_repo="openai/CLIP",
+    license="apache-2.0",
+    summary=(
+        "A tiny transformers `CLIPModel` pretrained by clipzoo on the generated ShapesWorld captions with a byte-level "
+        "BPE tokenizer trained on the same text. It stands in for a pretrained CLIP wherever none can be downloaded "
+        "(tests, demos, offline CI). It is not OpenAI's CLIP and must not be reported as such."
+    ),
+    citation=(
+        "@inproceedings{radford2021learning,\n  title={Learning Transferable Visual Models From Natural Language "
+        "Supervision},\n  author={Radford, Alec and others},\n  booktitle={ICML},\n  year={2021}\n}"
+    ),
+    datasets=("shapesworld",),
+    metrics=("accuracy",),
+    tags=("clip", "tiny"),
+)
 
 
 @dataclass
@@ -272,7 +294,7 @@ def evaluate_backbone(
     model.eval()
     ds = shapesworld("classification", num_samples, seed=seed)
     names = ds.features["label"].names
-    text = processor(text=zero_shot_prompts(names), padding=True, return_tensors="pt")
+    text = processor(text=zero_shot_prompts(names), padding=True, truncation=True, return_tensors="pt")
     text_embeds = model.get_text_features(**text)
     text_embeds = getattr(text_embeds, "pooler_output", text_embeds)
     text_embeds = text_embeds / text_embeds.norm(dim=-1, keepdim=True)

@@ -128,7 +128,10 @@ def _run(args: argparse.Namespace) -> int:
     elif args.command == "export":
         from clipzoo.hub import export
 
-        out = export(args.model, args.out, slug=args.slug, overwrite=args.overwrite)
+        card = None
+        if args.slug == "backbone":
+            from clipzoo.backbone import BACKBONE_CARD as card
+        out = export(args.model, args.out, slug=args.slug, card=card, overwrite=args.overwrite)
         print(json.dumps({"exported": str(out)}))
     elif args.command == "push":
         from clipzoo.hub import push

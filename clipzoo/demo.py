@@ -15,31 +15,12 @@ from typing import Any
 import torch
 from transformers.utils import logging
 
-from clipzoo.variants import CardFacts
+from clipzoo.backbone import BACKBONE_CARD
 
 
 logger = logging.get_logger(__name__)
 
-__all__ = ["BACKBONE_CARD", "run_demo"]
-
-BACKBONE_CARD = CardFacts(
-    title="clipzoo tiny CLIP backbone (ShapesWorld)",
-    arxiv="2103.00020",
-    official_repo="openai/CLIP",
-    license="apache-2.0",
-    summary=(
-        "A tiny transformers `CLIPModel` pretrained by clipzoo on the generated ShapesWorld captions with a byte-level "
-        "BPE tokenizer trained on the same text. It stands in for a pretrained CLIP wherever none can be downloaded "
-        "(tests, demos, offline CI). It is not OpenAI's CLIP and must not be reported as such."
-    ),
-    citation=(
-        "@inproceedings{radford2021learning,\n  title={Learning Transferable Visual Models From Natural Language "
-        "Supervision},\n  author={Radford, Alec and others},\n  booktitle={ICML},\n  year={2021}\n}"
-    ),
-    datasets=("shapesworld",),
-    metrics=("accuracy",),
-    tags=("clip", "tiny"),
-)
+__all__ = ["run_demo"]
 
 
 def _reload_backbone_export(folder: Path, processor) -> dict[str, Any]:

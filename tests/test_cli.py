@@ -55,3 +55,18 @@ def test_data_command_writes_a_dataset(capsys, tmp_path):
 def test_console_script_help_runs():
     proc = subprocess.run([sys.executable, "-m", "clipzoo.cli", "--help"], capture_output=True, text=True)
     assert proc.returncode == 0 and "pretrain-backbone" in proc.stdout
+
+
+def test_export_into_non_empty_folder_needs_overwrite(capsys, tmp_path, tiny_backbone_dir):
+    out = tmp_path / "export"
+    out.mkdir()
+    (out / "keep.txt").write_text("user data")
+    code, _, err = _run(["export", "--model", str(tiny_backbone_dir), "--out", str(out), "--slug", "backbone"], capsys)
+    assert code == 2 and "--overwrite" in err
+    assert (out / "keep.txt").read_text() == "user data"
+
+
+def test_push_offline_fails_fast_with_a_clear_message(capsys, tmp_path):
+    (tmp_path / "config.json").write_text("{}")
+    code, _, err = _run(["push", "--folder", str(tmp_path), "--repo-id", "me/x"], capsys)
+    assert code == 2 and "offline" in err.lower()
