@@ -134,24 +134,29 @@ def _training_corpus(data_args: BackboneDataArguments):
     return train, evald, corpus
 
 
-def _fashion_mnist_captions(data_args: BackboneDataArguments):
-    from clipzoo.data.fashion_mnist import load_fashion_mnist
+def _fashion_mnist_captions(data_args: BackboneDataArguments, image_size: int = 64):
+    """Templated captions for the chosen Fashion-MNIST training classes, images as RGB at ShapesWorld's size."""
+    from datasets import Dataset, Features, Image, Value
+    from PIL import Image as PILImage
 
-    ds = load_fashion_mnist("train")
-    names = ds.features["label"].names
+    from clipzoo.data.fashion_mnist import FASHION_MNIST_CLASSES, load_fashion_mnist_arrays
+
+    images, labels = load_fashion_mnist_arrays("train")
     rng = np.random.default_rng(data_args.seed)
-    labels = np.asarray(ds["label"])
     picked = []
     for c in data_args.fashion_mnist_classes:
-        if not 0 <= c < len(names):
-            raise ValueError(f"Fashion-MNIST class id {c} is out of range 0..{len(names) - 1}.")
+        if not 0 <= c < len(FASHION_MNIST_CLASSES):
+            raise ValueError(f"Fashion-MNIST class id {c} is out of range 0..{len(FASHION_MNIST_CLASSES) - 1}.")
         idx = np.flatnonzero(labels == c)
         picked.extend(rng.choice(idx, size=min(data_args.fashion_mnist_per_class, len(idx)), replace=False))
     picked = sorted(int(i) for i in picked)
-    sub = ds.select(picked)
-    captions = [FASHION_TEMPLATES[rng.integers(len(FASHION_TEMPLATES))].format(names[y]) for y in sub["label"]]
-    sub = sub.map(lambda row: {"image": row["image"].convert("RGB").resize((64, 64))}, desc="Fashion-MNIST to RGB")
-    return sub.remove_columns([c for c in sub.column_names if c != "image"]).add_column("caption", captions)
+    rows = {"image": [], "caption": []}
+    for i in picked:
+        rgb = PILImage.fromarray(images[i]).convert("RGB").resize((image_size, image_size), PILImage.BICUBIC)
+        rows["image"].append(rgb)
+        template = FASHION_TEMPLATES[rng.integers(len(FASHION_TEMPLATES))]
+        rows["caption"].append(template.format(FASHION_MNIST_CLASSES[labels[i]]))
+    return Dataset.from_dict(rows, features=Features({"image": Image(), "caption": Value("string")}))
 
 
 def build_backbone(model_args: BackboneModelArguments, tokenizer) -> tuple[CLIPModel, CLIPProcessor]:

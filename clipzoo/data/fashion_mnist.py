@@ -13,7 +13,13 @@ from transformers.utils import logging
 
 logger = logging.get_logger(__name__)
 
-__all__ = ["FASHION_MNIST_CLASSES", "FASHION_MNIST_ROOT", "load_fashion_mnist", "read_idx"]
+__all__ = [
+    "FASHION_MNIST_CLASSES",
+    "FASHION_MNIST_ROOT",
+    "load_fashion_mnist",
+    "load_fashion_mnist_arrays",
+    "read_idx",
+]
 
 FASHION_MNIST_ROOT = "/usr/share/datasets/fashion-mnist"
 FASHION_MNIST_CLASSES = (
@@ -101,6 +107,31 @@ def _png_bytes(pixels: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+def load_fashion_mnist_arrays(
+    split: str = "train", root: str | os.PathLike | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Fashion-MNIST as arrays: `(images uint8 (N, 28, 28), labels int (N,))`, validated as in `load_fashion_mnist`.
+
+    Use it when only some rows are needed: building the full `datasets.Dataset` encodes every image.
+    """
+    if split not in _SPLIT_FILES:
+        raise ValueError(f"split must be one of {sorted(_SPLIT_FILES)}, got {split!r}")
+    root = Path(root if root is not None else FASHION_MNIST_ROOT)
+    if not root.is_dir():
+        raise FileNotFoundError(f"Fashion-MNIST folder {root} not found; {_INSTALL_HINT}")
+    images_path, labels_path = _find_split_files(root, split)
+    images, labels = read_idx(images_path), read_idx(labels_path)
+    if images.ndim != 3 or images.dtype != np.uint8:
+        raise ValueError(f"{images_path}: expected uint8 images of shape (N, H, W), got {images.dtype} {images.shape}")
+    if labels.ndim != 1 or len(labels) != len(images):
+        raise ValueError(f"{labels_path}: expected one label per image ({len(images)}), got shape {labels.shape}")
+    if labels.size and (labels.min() < 0 or labels.max() >= len(FASHION_MNIST_CLASSES)):
+        raise ValueError(
+            f"{labels_path}: labels must lie in [0, {len(FASHION_MNIST_CLASSES)}), got max {labels.max()}"
+        )
+    return images, labels
+
+
 def load_fashion_mnist(
     split: str = "train", root: str | os.PathLike | None = None, max_samples: int | None = None
 ) -> datasets.Dataset:
@@ -123,26 +154,12 @@ def load_fashion_mnist(
         FileNotFoundError: if the files are absent (the message names `apt-get install dataset-fashion-mnist`).
         ValueError: for an unknown split or corrupt/inconsistent files.
     """
-    if split not in _SPLIT_FILES:
-        raise ValueError(f"split must be one of {sorted(_SPLIT_FILES)}, got {split!r}")
     if max_samples is not None and max_samples < 1:
         raise ValueError(f"max_samples must be a positive integer or None, got {max_samples!r}")
-    root = Path(root if root is not None else FASHION_MNIST_ROOT)
-    if not root.is_dir():
-        raise FileNotFoundError(f"Fashion-MNIST folder {root} not found; {_INSTALL_HINT}")
-    images_path, labels_path = _find_split_files(root, split)
-    images, labels = read_idx(images_path), read_idx(labels_path)
-    if images.ndim != 3 or images.dtype != np.uint8:
-        raise ValueError(f"{images_path}: expected uint8 images of shape (N, H, W), got {images.dtype} {images.shape}")
-    if labels.ndim != 1 or len(labels) != len(images):
-        raise ValueError(f"{labels_path}: expected one label per image ({len(images)}), got shape {labels.shape}")
-    if labels.size and (labels.min() < 0 or labels.max() >= len(FASHION_MNIST_CLASSES)):
-        raise ValueError(
-            f"{labels_path}: labels must lie in [0, {len(FASHION_MNIST_CLASSES)}), got max {labels.max()}"
-        )
+    images, labels = load_fashion_mnist_arrays(split, root)
     if max_samples is not None:
         images, labels = images[:max_samples], labels[:max_samples]
-    logger.info(f"Fashion-MNIST {split}: {len(images)} images from {root}")
+    logger.info(f"Fashion-MNIST {split}: {len(images)} images")
     features = datasets.Features(
         {"image": datasets.Image(), "label": datasets.ClassLabel(names=list(FASHION_MNIST_CLASSES))}
     )
