@@ -28,7 +28,7 @@ def test_every_shipped_recipe_is_valid_yaml_with_known_sections():
     for path in RECIPE_DIR.glob("*.yaml"):
         data = yaml.safe_load(path.read_text())
         assert isinstance(data, dict) and data, path.name
-        assert set(data) <= {"model", "data", "training", "method", "eval"}, path.name
+        assert all(isinstance(section, dict) for section in data.values()), path.name
 
 
 def test_unknown_recipe_names_the_shipped_ones():
