@@ -1,0 +1,227 @@
+"""Temporal alignment of frame sequences: OTAM (Cao et al., CVPR 2020) as used by CLIP-FSAR and MA-FSAR.
+
+Shared block: `modeling_clip_fsar` and `modeling_ma_fsar` both import it unchanged. Torch only.
+
+The recurrence is the one in the official CLIP-FSAR code (`OTAM_cum_dist_v2`, plain OTAM baseline `OTAM_cum_dist`):
+the support-time axis is padded with a zero column at each end (M' = Ls + 2 columns), padding column 0 stays frozen at
+0 (a free start at any query frame), row 0 is a plain cumulative sum, and for rows l >= 1
+
+    cum[l, 1]     = d[l, 1]     + smin(cum[l-1, 0], cum[l-1, 1], cum[l, 0])          diagonal, vertical, horizontal
+    cum[l, m]     = d[l, m]     + smin(cum[l-1, m-1], cum[l, m-1])                   2 <= m <= M'-2
+    cum[l, M'-1]  = d[l, M'-1]  + smin(cum[l-1, M'-2], cum[l-1, M'-1], cum[l, M'-2])
+
+with smin(x...) = -lambda * log(sum(exp(-x / lambda))). The vertical move into the first real column is a deviation
+from the OTAM paper that we keep for parity. The distance is cum[-1, -1].
+
+`otam_distance` evaluates this along anti-diagonals: cell (l, m) only needs cells on anti-diagonals l+m-1 and l+m-2,
+so one step per anti-diagonal (Lq + Ls + 1 steps) updates every cell of it for every query-support pair at once.
+The soft-min is a log-sum-exp in float32 (or float64 when given float64), whatever the autocast: the official
+`exp`/`log` form overflows to inf in float32 with lambda = 0.1 and in float16 with lambda = 0.5.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+
+
+__all__ = [
+    "frame_cosine_similarity",
+    "frame_distances",
+    "otam_cumulative_distance",
+    "otam_cumulative_distance_reference",
+    "otam_distance",
+]
+
+# Additive mask for a forbidden move in the scaled (-x / lambda) domain. Finite on purpose: an all-masked cell then has
+# finite values and zero gradients, where -inf would give 0 * nan = nan in the log-sum-exp backward.
+_FORBIDDEN = -1e30
+
+
+def frame_cosine_similarity(x: torch.Tensor, y: torch.Tensor, eps: float = 0.01) -> torch.Tensor:
+    """Cosine similarity between the last dimensions, with `eps` added to the product of the norms.
+
+    This is the official `cos_sim`: `x @ y.T / (|x| |y| + eps)`, which is not a true cosine for small norms.
+
+    Args:
+        x (`torch.Tensor` of shape `(..., n, dim)`): first set of vectors.
+        y (`torch.Tensor` of shape `(..., m, dim)`): second set of vectors.
+        eps (`float`, *optional*, defaults to 0.01): added to the denominator.
+
+    Returns:
+        `torch.Tensor` of shape `(..., n, m)`.
+    """
+    numerator = x @ y.transpose(-1, -2)
+    denominator = x.norm(dim=-1).unsqueeze(-1) * y.norm(dim=-1).unsqueeze(-2) + eps
+    return numerator / denominator
+
+
+def frame_distances(query: torch.Tensor, support: torch.Tensor, eps: float = 0.01) -> torch.Tensor:
+    """Frame-to-frame distances `1 - cos` for every query-support pair.
+
+    Args:
+        query (`torch.Tensor` of shape `(num_query, query_frames, dim)`): query frame features.
+        support (`torch.Tensor` of shape `(num_support, support_frames, dim)`): support (or prototype) frame features.
+        eps (`float`, *optional*, defaults to 0.01): see [`frame_cosine_similarity`].
+
+    Returns:
+        `torch.Tensor` of shape `(num_query, num_support, query_frames, support_frames)`.
+    """
+    if query.dim() != 3 or support.dim() != 3:
+        raise ValueError(
+            f"Expected query and support features of shape (videos, frames, dim); got {tuple(query.shape)} and "
+            f"{tuple(support.shape)}."
+        )
+    if query.shape[-1] != support.shape[-1]:
+        raise ValueError(f"Feature sizes differ: query {query.shape[-1]} vs support {support.shape[-1]}.")
+    similarity = frame_cosine_similarity(query[:, None], support[None], eps=eps)  # (Nq, Ns, Lq, Ls)
+    return 1.0 - similarity
+
+
+@functools.lru_cache(maxsize=64)
+def _vertical_mask(rows: int, columns: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """Additive mask (K, 1, L) of the vertical move: allowed (0) into column 0 (which keeps it at 0), the first real
+    column and the last padding column, for rows >= 1; `_FORBIDDEN` elsewhere."""
+    k = torch.arange(rows + columns - 1, device=device)[:, None]
+    row = torch.arange(rows, device=device)[None, :]
+    m = k - row
+    allowed = (row >= 1) & ((m == 0) | (m == 1) | (m == columns - 1))
+    return torch.where(allowed, 0.0, _FORBIDDEN).to(dtype)[:, None, :]
+
+
+def _diagonal_view(x: torch.Tensor, rows: int) -> torch.Tensor:
+    """Anti-diagonals of a contiguous (B, L, W) tensor as a (B, K, L) view: [b, k, l] = x[b, l, k - l].
+
+    With W = M' + L (M' grid columns plus L zero columns), slots off the grid land in the zero columns, and the view
+    is injective (so a gradient can be written back through it)."""
+    batch, _, width = x.shape
+    num_diagonals = width - 1
+    return x.as_strided((batch, num_diagonals, rows), (rows * width, 1, width - 1))
+
+
+class _OTAMFunction(torch.autograd.Function):
+    """Anti-diagonal OTAM with an analytic backward (as in soft-DTW): the gradient of the final cell with respect to
+    cell c is the sum over its successors s of grad(s) * softmax weight of c in s's soft-min, swept in reverse.
+
+    Cells are kept in the scaled domain S = -cum / lambda, so a soft-min is a log-sum-exp of predecessors and cells off
+    the grid (left of column 0, and the dummy "row -1" slot) hold `_FORBIDDEN`, which removes their moves without masks;
+    only the vertical move needs a mask. Cells right of the grid get values but never feed a grid cell.
+    """
+
+    @staticmethod
+    def forward(ctx, d: torch.Tensor, lbda: float) -> torch.Tensor:  # d: (B, L, M') padded distances
+        batch, rows, columns = d.shape
+        num_diagonals = rows + columns - 1
+        scaled_d = torch.nn.functional.pad(d, (0, rows)).mul_(-1.0 / lbda)  # (B, L, M' + L)
+        distances = _diagonal_view(scaled_d, rows).unbind(1)  # K views (B, L)
+        vertical_mask = _vertical_mask(rows, columns, d.device, d.dtype)
+        # (K, B, 1 + L): slot 0 of each anti-diagonal is "row -1", so [:, :-1] is the row above.
+        cells = d.new_full((num_diagonals, batch, rows + 1), _FORBIDDEN)
+        cells[0, :, 1] = 0.0  # cum[0, 0] = 0
+        above, level = cells[:, :, :-1].unbind(0), cells[:, :, 1:].unbind(0)
+        masks = vertical_mask.unbind(0)
+        # Soft-min weights of the (diagonal, vertical, horizontal) moves into every cell, kept for the backward. The
+        # max-shifted exponentials give them without a second pass of exp: 3 exp + 1 log per cell in total.
+        weights = d.new_zeros(num_diagonals, 3, batch, rows)
+        forbidden = d.new_full((batch, rows), _FORBIDDEN)
+        for k in range(1, num_diagonals):
+            moves = weights[k]
+            torch.stack([above[k - 2] if k >= 2 else forbidden, above[k - 1], level[k - 1]], out=moves)
+            moves[1].add_(masks[k])
+            peak = torch.maximum(torch.maximum(moves[0], moves[1]), moves[2])
+            moves.sub_(peak).exp_()
+            total = moves.sum(0)
+            moves.div_(total)
+            torch.add(peak, total.log_(), out=level[k]).add_(distances[k])
+        ctx.save_for_backward(weights, scaled_d)
+        return cells[-1, :, -1] * -lbda
+
+    @staticmethod
+    def backward(ctx, grad_output: torch.Tensor) -> tuple[torch.Tensor, None]:
+        weights, scaled_d = ctx.saved_tensors
+        num_diagonals, _, batch, rows = weights.shape
+        columns = num_diagonals - rows + 1
+        diagonal_w, vertical_w, horizontal_w = (weights[:, move].unbind(0) for move in range(3))
+        grad = weights.new_zeros(num_diagonals, batch, rows + 1)
+        grad[-1, :, -1] = grad_output
+        grad_above, grad_level = grad[:, :, :-1].unbind(0), grad[:, :, 1:].unbind(0)
+        for k in range(num_diagonals - 1, 0, -1):
+            grad_above[k - 1].addcmul_(grad_level[k], vertical_w[k])  # to (l-1, m)
+            grad_level[k - 1].addcmul_(grad_level[k], horizontal_w[k])  # to (l, m-1)
+            if k >= 2:
+                grad_above[k - 2].addcmul_(grad_level[k], diagonal_w[k])  # to (l-1, m-1)
+        grad_d = torch.zeros_like(scaled_d)
+        _diagonal_view(grad_d, rows).copy_(grad[:, :, 1:].transpose(0, 1))
+        return grad_d[:, :, :columns], None
+
+
+def otam_cumulative_distance(dists: torch.Tensor, lbda: float = 0.5) -> torch.Tensor:
+    """One-direction OTAM distance, vectorised along anti-diagonals and batched over all leading dimensions.
+
+    Args:
+        dists (`torch.Tensor` of shape `(..., query_frames, support_frames)`): frame distances.
+        lbda (`float`, *optional*, defaults to 0.5): soft-min temperature (0.5 CLIP-FSAR, 0.1 plain OTAM).
+
+    Returns:
+        `torch.Tensor` of shape `(...)`, float32 (float64 for float64 input). Differentiable once (no double
+        backward).
+    """
+    if dists.dim() < 2:
+        raise ValueError(f"Expected dists of shape (..., query_frames, support_frames); got {tuple(dists.shape)}.")
+    if lbda <= 0:
+        raise ValueError(f"OTAM lambda must be > 0; got {lbda}.")
+    dtype = torch.float64 if dists.dtype == torch.float64 else torch.float32
+    with torch.autocast(device_type=dists.device.type, enabled=False):
+        lead = dists.shape[:-2]
+        rows, support_frames = dists.shape[-2:]
+        padded = torch.nn.functional.pad(dists.to(dtype).reshape(-1, rows, support_frames), (1, 1))  # (B, L, M')
+        return _OTAMFunction.apply(padded, float(lbda)).reshape(lead)
+
+
+def otam_distance(dists: torch.Tensor, lbda: float = 0.5, bidirectional: bool = True) -> torch.Tensor:
+    """OTAM distance between every query and support sequence, optionally summed over both directions.
+
+    Args:
+        dists (`torch.Tensor` of shape `(num_query, num_support, query_frames, support_frames)`): frame distances,
+            e.g. from [`frame_distances`].
+        lbda (`float`, *optional*, defaults to 0.5): soft-min temperature.
+        bidirectional (`bool`, *optional*, defaults to `True`): add the support-to-query alignment (the transposed
+            distance matrix), as the official code does unless `TRAIN.SINGLE_DIRECT`.
+
+    Returns:
+        `torch.Tensor` of shape `(num_query, num_support)`.
+    """
+    if dists.dim() != 4:
+        raise ValueError(
+            f"Expected dists of shape (num_query, num_support, query_frames, support_frames); got {tuple(dists.shape)}."
+        )
+    if not bidirectional:
+        return otam_cumulative_distance(dists, lbda)
+    transposed = dists.transpose(-1, -2)
+    if dists.shape[-1] == dists.shape[-2]:
+        both = otam_cumulative_distance(torch.stack([dists, transposed]), lbda)
+        return both[0] + both[1]
+    return otam_cumulative_distance(dists, lbda) + otam_cumulative_distance(transposed, lbda)
+
+
+def otam_cumulative_distance_reference(dists: torch.Tensor, lbda: float = 0.5) -> torch.Tensor:
+    """Slow transcription of the official recurrence (`exp`/`log`, loops over rows and columns), in `dists`' dtype.
+
+    Kept as the ground truth for tests and benchmarks. It overflows to `inf` where the official code does.
+    """
+    d = torch.nn.functional.pad(dists, (1, 1))
+    cum = torch.zeros_like(d)
+    rows, columns = d.shape[-2:]
+
+    def smin(*values: torch.Tensor) -> torch.Tensor:
+        return -lbda * torch.log(sum(torch.exp(-v / lbda) for v in values))
+
+    for m in range(1, columns):
+        cum[..., 0, m] = d[..., 0, m] + cum[..., 0, m - 1]
+    for r in range(1, rows):
+        cum[..., r, 1] = d[..., r, 1] + smin(cum[..., r - 1, 0], cum[..., r - 1, 1], cum[..., r, 0])
+        for m in range(2, columns - 1):
+            cum[..., r, m] = d[..., r, m] + smin(cum[..., r - 1, m - 1], cum[..., r, m - 1])
+        cum[..., r, -1] = d[..., r, -1] + smin(cum[..., r - 1, -2], cum[..., r - 1, -1], cum[..., r, -2])
+    return cum[..., -1, -1]

@@ -1,0 +1,113 @@
+"""OTAM (clipzoo.modeling.alignment) against a slow transcription of the official recurrence."""
+
+import pytest
+import torch
+
+from clipzoo.modeling.alignment import (
+    frame_cosine_similarity,
+    frame_distances,
+    otam_cumulative_distance,
+    otam_cumulative_distance_reference,
+    otam_distance,
+)
+
+
+SHAPES = [(8, 8), (1, 5), (5, 1), (3, 7), (7, 3), (2, 2)]
+
+
+@pytest.mark.parametrize("lbda", [0.5, 0.1])
+@pytest.mark.parametrize("frames", SHAPES)
+def test_matches_reference_values_and_gradients(frames, lbda):
+    torch.manual_seed(sum(frames))
+    dists = (torch.rand(3, 4, *frames, dtype=torch.float64) * 2).requires_grad_(True)
+    ours = otam_cumulative_distance(dists, lbda)
+    reference = otam_cumulative_distance_reference(dists, lbda)
+    torch.testing.assert_close(ours, reference, atol=1e-6, rtol=0)
+    weights = torch.randn_like(ours)
+    (grad_ours,) = torch.autograd.grad((ours * weights).sum(), dists)
+    (grad_reference,) = torch.autograd.grad((reference * weights).sum(), dists)
+    torch.testing.assert_close(grad_ours, grad_reference, atol=1e-6, rtol=0)
+
+
+def test_hand_computed_single_row():
+    # One query frame: only the top row (a plain cumulative sum over the padded row) counts.
+    dists = torch.tensor([[[[0.25, 0.5, 1.0]]]])
+    assert otam_cumulative_distance(dists, 0.5).item() == pytest.approx(1.75, abs=1e-6)
+
+
+def test_column_zero_is_a_free_start():
+    # With a zero-cost path along support frame 1 only from the second query frame on, the free start at padding
+    # column 0 lets the alignment skip the expensive first query row entirely.
+    dists = torch.full((1, 1, 4, 4), 2.0, dtype=torch.float64)
+    dists[..., 1:, :] = 0.0
+    ours = otam_cumulative_distance(dists, 0.1)
+    torch.testing.assert_close(ours, otam_cumulative_distance_reference(dists, 0.1), atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("lbda,dtype", [(0.1, torch.float32), (0.5, torch.float16)])
+def test_official_form_overflows_ours_does_not(lbda, dtype):
+    dists = torch.full((2, 3, 8, 8), 2.0, requires_grad=True)
+    official = otam_cumulative_distance_reference(dists.detach().to(dtype), lbda)
+    assert torch.isinf(official).all()  # the documented failure of exp/log
+    truth = otam_cumulative_distance_reference(dists.detach().double(), lbda)
+    ours = otam_cumulative_distance(dists.to(dtype), lbda)
+    assert ours.dtype == torch.float32
+    torch.testing.assert_close(ours.double(), truth, atol=1e-4, rtol=0)
+    ours.sum().backward()
+    assert torch.isfinite(dists.grad).all()
+
+
+def test_float32_under_bfloat16_autocast():
+    torch.manual_seed(0)
+    dists = torch.rand(5, 5, 8, 8) * 2
+    expected = otam_distance(dists, 0.5)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = otam_distance(dists, 0.5)
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, expected)
+
+
+@pytest.mark.parametrize("frames", [(8, 8), (4, 6)])
+def test_bidirectional_is_sum_of_both_directions(frames):
+    torch.manual_seed(1)
+    dists = torch.rand(2, 3, *frames, dtype=torch.float64) * 2
+    expected = otam_cumulative_distance_reference(dists, 0.5) + otam_cumulative_distance_reference(
+        dists.transpose(-1, -2), 0.5
+    )
+    torch.testing.assert_close(otam_distance(dists, 0.5), expected, atol=1e-6, rtol=0)
+    torch.testing.assert_close(
+        otam_distance(dists, 0.5, bidirectional=False), otam_cumulative_distance_reference(dists, 0.5)
+    )
+
+
+def test_batched_equals_per_pair():
+    torch.manual_seed(2)
+    dists = torch.rand(4, 5, 8, 8) * 2
+    batched = otam_distance(dists)
+    for q in range(4):
+        for s in range(5):
+            torch.testing.assert_close(batched[q, s], otam_distance(dists[q : q + 1, s : s + 1])[0, 0])
+
+
+def test_frame_distances_use_epsilon_cosine():
+    torch.manual_seed(3)
+    query, support = torch.randn(2, 3, 6), torch.randn(4, 5, 6)
+    dists = frame_distances(query, support, eps=0.01)
+    assert dists.shape == (2, 4, 3, 5)
+    q, s = query[1, 2], support[3, 4]
+    expected = 1 - (q @ s) / (q.norm() * s.norm() + 0.01)
+    torch.testing.assert_close(dists[1, 3, 2, 4], expected)
+    torch.testing.assert_close(
+        frame_cosine_similarity(q[None], s[None], eps=0.0)[0, 0], torch.cosine_similarity(q, s, 0)
+    )
+
+
+def test_bad_inputs():
+    with pytest.raises(ValueError, match="Feature sizes differ"):
+        frame_distances(torch.randn(2, 8, 4), torch.randn(2, 8, 5))
+    with pytest.raises(ValueError, match="videos, frames, dim"):
+        frame_distances(torch.randn(8, 4), torch.randn(2, 8, 4))
+    with pytest.raises(ValueError, match="num_query, num_support"):
+        otam_distance(torch.rand(8, 8))
+    with pytest.raises(ValueError, match="lambda"):
+        otam_cumulative_distance(torch.rand(1, 1, 2, 2), lbda=0.0)
