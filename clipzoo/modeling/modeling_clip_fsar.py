@@ -78,8 +78,8 @@ class CLIPFSARAttention(nn.Module):
             return x.view(x.shape[0], x.shape[1], self.num_heads, self.head_dim).transpose(1, 2)  # (B, h, L, d)
 
         q, k, v = heads(self.to_q(q)), heads(self.to_k(k)), heads(self.to_v(v))
-        attention = (q @ k.transpose(-1, -2) * self.scale).softmax(dim=-1)
-        out = (attention @ v).transpose(1, 2).reshape(batch, length, dim)
+        out = F.scaled_dot_product_attention(q, k, v, scale=self.scale)  # softmax(q k^T / sqrt(d)) v, fused
+        out = out.transpose(1, 2).reshape(batch, length, dim)
         return self.dropout(self.out_proj(out))
 
 
