@@ -112,3 +112,142 @@ def _print_table(summary: dict[str, dict[str, Any]]) -> None:
         lines.append(f"{stage:<12} {shown}")
     lines.append("=" * 72)
     print("\n".join(lines))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Variant stages: train (shortened recipe) -> evaluate -> export -> reload in-process and as remote code, compared.
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def _reload_and_compare(folder: Path, inputs: dict, output_key: str, auto_class: str = "AutoModel") -> dict[str, Any]:
+    import transformers
+
+    from clipzoo.remote_check import remote_code_outputs
+
+    model = getattr(transformers, auto_class).from_pretrained(folder).eval()
+    with torch.no_grad():
+        local = model(**inputs)[output_key]
+    remote, class_path = remote_code_outputs(folder, inputs, [output_key], auto_class)
+    diff = float((remote[output_key] - local).abs().max())
+    if diff > 1e-4:
+        raise RuntimeError(f"Remote-code reload of {folder} disagrees with the in-process model (|diff| = {diff}).")
+    return {"reload_max_abs_diff": diff, "remote_class": class_path}
+
+
+def _train_evaluate_export(slug: str, work: Path, recipe: str, overrides: dict, eval_kwargs: dict, eval_row: dict):
+    from clipzoo.hub import export
+    from clipzoo.variants import get_variant, resolve_hook
+
+    row = get_variant(slug)
+    model_dir = resolve_hook(row.train)(recipe, output_dir=work / "model", overrides=overrides)
+    metrics = resolve_hook(row.evaluate)(model_dir, **eval_kwargs)
+    value = metrics
+    for key in eval_row.pop("path"):
+        value = value[key]
+    eval_results = [{**eval_row, "metric_value": round(float(value), 4)}]
+    folder = export(model_dir, work / "export", overwrite=True, eval_results=eval_results)
+    return Path(model_dir), folder, metrics, float(value)
+
+
+def demo_ape(work: Path, backbone: Path) -> dict[str, Any]:
+    """APE (training-free) on ShapesWorld's held-out classes with the backbone, then export and reload."""
+    from transformers import AutoImageProcessor
+
+    from clipzoo.data.shapesworld import shapesworld
+
+    _, folder, metrics, value = _train_evaluate_export(
+        "ape",
+        work,
+        "ape_shapesworld",
+        {"model": {"backbone": str(backbone)}},
+        {"num_samples": 500},
+        {
+            "path": ["accuracy"],
+            "task_type": "image-classification",
+            "dataset_type": "shapesworld",
+            "dataset_name": "ShapesWorld held-out classes, 16-shot",
+            "dataset_split": "test",
+            "metric_type": "accuracy",
+            "metric_name": "Top-1 accuracy",
+        },
+    )
+    images = shapesworld("classification", 2, seed=7, split="heldout")["image"]
+    pixels = AutoImageProcessor.from_pretrained(folder)(images=images, return_tensors="pt")["pixel_values"]
+    reload = _reload_and_compare(folder, {"pixel_values": pixels}, "logits", "AutoModelForImageClassification")
+    return {"accuracy_16shot": value, "num_classes": metrics["num_classes"], **reload}
+
+
+def demo_clip_fsar(work: Path, backbone: Path) -> dict[str, Any]:
+    """CLIP-FSAR on ShapesWorld-Actions (a few episodic steps), 5-way 1-shot test episodes, export and reload."""
+    from transformers import AutoConfig
+
+    overrides = {
+        "model": {"backbone": str(backbone), "ffn_dim": 256},
+        "data": {"videos_per_class": 12, "val_episodes": 10},
+        "training": {"max_steps": 6, "gradient_accumulation_steps": 2, "eval_steps": 6, "save_steps": 6,
+                     "logging_steps": 2, "warmup_steps": 1},
+    }  # fmt: skip
+    _, folder, metrics, value = _train_evaluate_export(
+        "clip_fsar",
+        work,
+        "clip_fsar_shapesworld",
+        overrides,
+        {"num_samples": 50},
+        {
+            "path": ["1-shot", "accuracy"],
+            "task_type": "video-classification",
+            "dataset_type": "shapesworld-actions",
+            "dataset_name": "ShapesWorld-Actions held-out actions, 5-way 1-shot",
+            "dataset_split": "test",
+            "metric_type": "accuracy",
+            "metric_name": "Episode accuracy",
+        },
+    )
+    config = AutoConfig.from_pretrained(folder)
+    size = config.vision_config.image_size
+    g = torch.Generator().manual_seed(0)
+    inputs = {
+        "support_pixel_values": torch.randn(2, config.num_frames, 3, size, size, generator=g),
+        "support_labels": torch.tensor([0, 1]),
+        "support_class_ids": torch.tensor([0, 1]),
+        "pixel_values": torch.randn(2, config.num_frames, 3, size, size, generator=g),
+    }
+    reload = _reload_and_compare(folder, inputs, "logits_per_video")
+    return {"accuracy_5way_1shot": value, "episodes": metrics["num_episodes"], **reload}
+
+
+def demo_groupvit(work: Path, backbone: Path) -> dict[str, Any]:
+    """GroupViT from scratch on ShapesWorld captions (shortened), zero-shot segmentation, export and reload."""
+    from transformers import AutoProcessor
+
+    from clipzoo.data.shapesworld import shapesworld
+
+    overrides = {"data": {"num_train": 2000}, "training": {"max_steps": 150, "logging_steps": 50, "save_steps": 1000}}
+    _, folder, metrics, value = _train_evaluate_export(
+        "groupvit",
+        work,
+        "groupvit_shapesworld",
+        overrides,
+        {"num_samples": 40},
+        {
+            "path": ["segmentation", "mean_iou"],
+            "task_type": "image-segmentation",
+            "dataset_type": "shapesworld",
+            "dataset_name": "ShapesWorld segmentation (generated)",
+            "dataset_split": "test",
+            "metric_type": "mean_iou",
+            "metric_name": "Zero-shot mIoU",
+        },
+    )
+    processor = AutoProcessor.from_pretrained(folder)
+    rows = shapesworld("captions", 2, seed=7)
+    inputs = processor(images=list(rows["image"]), text=list(rows["caption"]), padding=True, return_tensors="pt")
+    inputs = {k: v for k, v in inputs.items() if k in ("input_ids", "attention_mask", "pixel_values")}
+    reload = _reload_and_compare(folder, inputs, "logits_per_image")
+    return {
+        "mean_iou": value,
+        "mean_iou_all_background": metrics["baseline_all_background"]["mean_iou"],
+        "mean_iou_top1_class": metrics["baseline_top1_class"]["mean_iou"],
+        "zero_shot_accuracy": metrics["zero_shot_classification_accuracy"],
+        **reload,
+    }

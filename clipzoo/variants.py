@@ -229,6 +229,7 @@ def _ape_row() -> Variant:
         default_recipe="ape_fashion_mnist",
         train="clipzoo.training.ape:train",
         evaluate="clipzoo.training.ape:evaluate",
+        demo="clipzoo.demo:demo_ape",
     )
 
 
@@ -259,6 +260,15 @@ def _groupvit_tiny_inputs(config, seed: int) -> dict:
     return {"input_ids": input_ids, "pixel_values": torch.randn(2, 3, 32, 32, generator=generator)}
 
 
+def _groupvit_tiny_processor():
+    from clipzoo.processing.processing_groupvit import ClipzooGroupViTImageProcessor, ClipzooGroupViTProcessor
+    from clipzoo.processing.tokenization_offline import build_offline_tokenizer
+
+    tokenizer = build_offline_tokenizer(["a red circle", "a photo of a square."], vocab_size=260, model_max_length=16)
+    image_processor = ClipzooGroupViTImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    return ClipzooGroupViTProcessor(image_processor, tokenizer)
+
+
 def _groupvit_row() -> Variant:
     from clipzoo.configuration.configuration_groupvit import ClipzooGroupViTConfig
     from clipzoo.modeling.modeling_groupvit import ClipzooGroupViTModel
@@ -274,6 +284,7 @@ def _groupvit_row() -> Variant:
         pipeline_tag="zero-shot-image-classification",
         tiny_config=_groupvit_tiny_config,
         tiny_inputs=_groupvit_tiny_inputs,
+        tiny_processor=_groupvit_tiny_processor,
         card=CardFacts(
             title="GroupViT: Semantic Segmentation Emerges from Text Supervision",
             arxiv="2202.11094",
@@ -308,3 +319,99 @@ def _groupvit_row() -> Variant:
 
 
 _ROW_BUILDERS.append(_groupvit_row)
+
+
+def _clip_fsar_tiny_config():
+    from clipzoo.configuration.configuration_clip_fsar import ClipzooCLIPFSARConfig
+
+    tower = {"hidden_size": 16, "intermediate_size": 32, "num_attention_heads": 2, "num_hidden_layers": 1}
+    return ClipzooCLIPFSARConfig(
+        vision_config={**tower, "image_size": 16, "patch_size": 8, "projection_dim": 16},
+        text_config={**tower, "vocab_size": 300, "max_position_embeddings": 16, "projection_dim": 16,
+                     "bos_token_id": 0, "eos_token_id": 1, "pad_token_id": 2},
+        projection_dim=16, num_frames=4, num_attention_heads=2, ffn_dim=32,
+        class_names=["move left", "move right", "grow"],
+    )  # fmt: skip
+
+
+def _clip_fsar_tiny_inputs(config, seed: int) -> dict:
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    # A 2-way 1-shot episode with 2 queries per class; class ids index config.class_names.
+    return {
+        "support_pixel_values": torch.randn(2, config.num_frames, 3, 16, 16, generator=generator),
+        "support_labels": torch.tensor([0, 1]),
+        "support_class_ids": torch.tensor([2, 0]),
+        "pixel_values": torch.randn(4, config.num_frames, 3, 16, 16, generator=generator),
+        "labels": torch.tensor([0, 0, 1, 1]),
+        "query_class_ids": torch.tensor([2, 2, 0, 0]),
+        "return_loss": True,
+    }
+
+
+def _clip_fsar_tiny_processor():
+    from clipzoo.processing.processing_clip_fsar import ClipzooCLIPFSARProcessor
+    from clipzoo.processing.tokenization_offline import build_offline_tokenizer
+    from clipzoo.processing.video_processing import ClipzooVideoProcessor
+
+    tokenizer = build_offline_tokenizer(
+        ["a photo of move left", "a photo of grow"], vocab_size=300, model_max_length=16
+    )
+    video_processor = ClipzooVideoProcessor(num_frames=4, shortest_edge=16, crop_size=16)
+    return ClipzooCLIPFSARProcessor(image_processor=video_processor, tokenizer=tokenizer)
+
+
+def _clip_fsar_row() -> Variant:
+    from clipzoo.configuration.configuration_clip_fsar import ClipzooCLIPFSARConfig
+    from clipzoo.modeling.modeling_clip_fsar import ClipzooCLIPFSARModel
+    from clipzoo.processing.processing_clip_fsar import ClipzooCLIPFSARProcessor
+    from clipzoo.processing.video_processing import ClipzooVideoProcessor
+
+    return Variant(
+        slug="clip_fsar",
+        config_class=ClipzooCLIPFSARConfig,
+        model_class=ClipzooCLIPFSARModel,
+        processor_class=ClipzooCLIPFSARProcessor,
+        image_processor_class=ClipzooVideoProcessor,
+        task_classes={},
+        pipeline_tag="video-classification",
+        tiny_config=_clip_fsar_tiny_config,
+        tiny_inputs=_clip_fsar_tiny_inputs,
+        tiny_processor=_clip_fsar_tiny_processor,
+        card=CardFacts(
+            title="CLIP-guided Prototype Modulating for Few-shot Action Recognition",
+            arxiv="2303.02982",
+            official_repo="alibaba-mmai-research/CLIP-FSAR",
+            license="apache-2.0",
+            summary=(
+                "CLIP-FSAR fine-tunes CLIP's image encoder for few-shot action recognition with two additions: a "
+                "video-text contrastive loss between frame-averaged videos and the class-name text embeddings of all "
+                "training classes, and prototype modulation, in which the class text embedding is appended to the "
+                "support frames as an extra token of a one-layer temporal Transformer. Queries are matched to the "
+                "modulated prototypes with bidirectional OTAM (soft-min temporal alignment of frame distances)."
+            ),
+            citation=(
+                "@article{wang2023clipfsar,\n  title={CLIP-guided Prototype Modulating for Few-shot Action "
+                "Recognition},\n  author={Wang, Xiang and Zhang, Shiwei and Cen, Jun and Gao, Changxin and Zhang, "
+                "Yingya and Zhao, Deli and Sang, Nong},\n  journal={International Journal of Computer Vision},\n  "
+                "year={2023}\n}"
+            ),
+            datasets=("shapesworld-actions",),
+            metrics=("accuracy",),
+            tags=("few-shot", "action-recognition", "video", "clip", "otam", "clip-fsar"),
+            notes=(
+                "Model selection on the validation split (the official code selects on test). Evaluation frames are "
+                "segment centres (official: random per segment; eval_sampling='random' restores it). OTAM is the "
+                "official recurrence, computed in float32 with log-sum-exp (the official exp/log overflows)."
+            ),
+        ),
+        default_recipe="clip_fsar_shapesworld",
+        train="clipzoo.training.clip_fsar:train",
+        evaluate="clipzoo.training.clip_fsar:evaluate",
+        demo="clipzoo.demo:demo_clip_fsar",
+        lora_target_modules=r".*vision_model\.vision_model\.encoder\..*self_attn\.(q_proj|k_proj|v_proj|out_proj)",
+    )
+
+
+_ROW_BUILDERS.append(_clip_fsar_row)

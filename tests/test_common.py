@@ -50,6 +50,7 @@ def test_config_round_trip(slug, tmp_path):
     config.save_pretrained(tmp_path)
     reloaded = transformers.AutoConfig.from_pretrained(tmp_path)
     assert type(reloaded) is row.config_class
+
     def comparable(c):
         return {k: v for k, v in c.to_dict().items() if k not in ("_name_or_path", "transformers_version")}
 

@@ -491,7 +491,9 @@ class APEModelArguments:
 class APEDataArguments:
     """The few-shot task: Fashion-MNIST classes, validation size, prompts."""
 
-    dataset: str = field(default="fashion_mnist", metadata={"help": "Only 'fashion_mnist' for now."})
+    dataset: str = field(
+        default="fashion_mnist", metadata={"help": "'fashion_mnist' (Debian package) or 'shapesworld' (generated)."}
+    )
     classes: list[int] = field(default_factory=list, metadata={"help": "Class ids to classify (empty: all)."})
     val_per_class: int = field(default=20, metadata={"help": "Validation images per class (from the train split)."})
     test_samples: int = field(default=2000, metadata={"help": "Test images evaluated by `clipzoo evaluate ape`."})
@@ -499,28 +501,42 @@ class APEDataArguments:
     templates: list[str] = field(default_factory=lambda: list(DEFAULT_TEMPLATES), metadata={"help": "Prompts."})
     descriptions: str | None = field(default=None, metadata={"help": "CuPL-style JSON of per-class sentences."})
     data_root: str | None = field(default=None, metadata={"help": "Fashion-MNIST folder (default: Debian's)."})
+    shapesworld_pool_per_class: int = field(
+        default=60, metadata={"help": "ShapesWorld: generated train images per held-out class (support + val pool)."}
+    )
 
 
 DATA_FILE = "ape_task.json"
 
 
-def load_task_split(data_args: APEDataArguments, split: str) -> tuple[list, np.ndarray, list[str]]:
-    """Images, labels re-indexed to 0..C-1, and class names of the task's classes in a Fashion-MNIST split."""
-    if data_args.dataset != "fashion_mnist":
-        raise ValueError(f"Unknown APE dataset {data_args.dataset!r}; supported: 'fashion_mnist'.")
-    from clipzoo.data.fashion_mnist import load_fashion_mnist
+def _shapesworld_split(data_args: APEDataArguments, split: str):
+    """ShapesWorld classification over its held-out classes; train and test pools come from different seeds."""
+    from clipzoo.data.shapesworld import class_names, shapesworld
 
-    ds = load_fashion_mnist(split, root=data_args.data_root)
-    names = ds.features["label"].names
+    names = class_names("classification", "heldout")
+    size = data_args.shapesworld_pool_per_class * len(names) if split == "train" else data_args.test_samples
+    ds = shapesworld("classification", size, seed=1000 if split == "train" else 2000, split="heldout")
+    return list(ds["image"]), np.asarray(ds["label"]), names
+
+
+def load_task_split(data_args: APEDataArguments, split: str) -> tuple[list, np.ndarray, list[str]]:
+    """Images, labels re-indexed to 0..C-1, and class names of the task's classes in a split of the dataset."""
+    if data_args.dataset == "shapesworld":
+        images, labels, names = _shapesworld_split(data_args, split)
+    elif data_args.dataset == "fashion_mnist":
+        from clipzoo.data.fashion_mnist import load_fashion_mnist
+
+        ds = load_fashion_mnist(split, root=data_args.data_root)
+        images, labels, names = ds["image"], np.asarray(ds["label"]), ds.features["label"].names
+    else:
+        raise ValueError(f"Unknown APE dataset {data_args.dataset!r}; supported: 'fashion_mnist', 'shapesworld'.")
     classes = list(data_args.classes) or list(range(len(names)))
     bad = [c for c in classes if not 0 <= c < len(names)]
     if bad:
         raise ValueError(f"Class ids {bad} are out of range 0..{len(names) - 1}.")
-    labels = np.asarray(ds["label"])
     keep = np.flatnonzero(np.isin(labels, classes))
     remap = {c: i for i, c in enumerate(classes)}
-    sub = ds.select(keep.tolist())
-    return list(sub["image"]), np.asarray([remap[int(y)] for y in labels[keep]]), [names[c] for c in classes]
+    return [images[i] for i in keep], np.asarray([remap[int(y)] for y in labels[keep]]), [names[c] for c in classes]
 
 
 def support_and_val(labels: np.ndarray, shots: int, num_classes: int, val_per_class: int, seed: int):

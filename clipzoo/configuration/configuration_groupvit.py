@@ -1,0 +1,91 @@
+"""Configuration of clipzoo's GroupViT (Xu et al., CVPR 2022), faithful to NVlabs/GroupViT.
+
+The sub-configs are transformers' own `GroupViTTextConfig` / `GroupViTVisionConfig`, so the config of any transformers
+GroupViT checkpoint (e.g. `nvidia/groupvit-gcc-yfcc`) is a valid `ClipzooGroupViTConfig`. What the official code has
+and transformers' config lacks sits at the top level: stochastic depth, the logit-scale clamp, and the multi-label
+contrastive loss (number of prompt texts, its weight, its own temperature).
+"""
+
+from __future__ import annotations
+
+from transformers import GroupViTConfig
+from transformers.utils import logging
+
+
+logger = logging.get_logger(__name__)
+
+__all__ = ["ClipzooGroupViTConfig"]
+
+
+class ClipzooGroupViTConfig(GroupViTConfig):
+    r"""
+    Configuration of [`ClipzooGroupViTModel`]. Defaults reproduce the official "GroupViT-S" of
+    `configs/group_vit_gcc_yfcc_30e.yml` (vision: 384 wide, stages `[6, 3, 3]`, group tokens `[64, 8, 0]`; text: 256
+    wide, 12 layers; projections 4096 -> 256).
+
+    Args:
+        text_config (`dict` or `GroupViTTextConfig`, *optional*): the text tower (transformers' `GroupViTTextConfig`).
+        vision_config (`dict` or `GroupViTVisionConfig`, *optional*): the vision tower (`GroupViTVisionConfig`).
+        projection_dim (`int`, *optional*, defaults to 256): joint embedding size.
+        projection_intermediate_dim (`int`, *optional*, defaults to 4096): hidden size of the MLP+BN projection heads.
+        logit_scale_init_value (`float`, *optional*, defaults to 2.6592): `log(1 / 0.07)`, the initial temperature of
+            both logit scales.
+        drop_path_rate (`float`, *optional*, defaults to 0.1): stochastic depth of the vision transformer blocks,
+            linearly spaced from 0 over all `sum(depths)` blocks (the grouping blocks get none), as in the official
+            `GroupViT(drop_path_rate=0.1)`. transformers' `GroupViTModel` has no stochastic depth.
+        logit_scale_max (`float`, *optional*, defaults to 100.0): `exp(logit_scale)` is clamped at this value in the
+            logits and losses (official `torch.clamp(logit_scale.exp(), max=100)`).
+        multi_label (`int`, *optional*, defaults to 3): K, the number of prompt texts per image for the multi-label
+            contrastive loss ("a photo of a {noun}." etc.). 0 turns the loss, and its logit scale, off (the official
+            RedCaps model). Official GCC+YFCC config: 3.
+        multi_label_loss_weight (`float`, *optional*, defaults to 1.0): weight of the multi-label loss in the total.
+        share_temperature (`bool`, *optional*, defaults to `False`): use `logit_scale` for the multi-label loss
+            instead of a separate `multi_label_logit_scale`.
+
+    Examples:
+
+    ```python
+    >>> from clipzoo.configuration.configuration_groupvit import ClipzooGroupViTConfig
+    >>> config = ClipzooGroupViTConfig(multi_label=3, drop_path_rate=0.1)
+    >>> config.vision_config.depths
+    (6, 3, 3)
+    ```
+    """
+
+    model_type = "clipzoo_groupvit"
+
+    drop_path_rate: float = 0.1
+    logit_scale_max: float = 100.0
+    multi_label: int = 3
+    multi_label_loss_weight: float = 1.0
+    share_temperature: bool = False
+
+    def __post_init__(self, **kwargs):
+        # A transformers GroupViT config.json says model_type "groupvit"; loading it here makes it a clipzoo config.
+        kwargs.pop("model_type", None)
+        super().__post_init__(**kwargs)
+        self.validate_architecture()
+
+    def validate_architecture(self):
+        """Raises `ValueError` naming the first inconsistent value."""
+        if not 0.0 <= float(self.drop_path_rate) < 1.0:
+            raise ValueError(f"drop_path_rate must be in [0, 1), got {self.drop_path_rate}.")
+        if float(self.logit_scale_max) <= 0:
+            raise ValueError(f"logit_scale_max must be positive, got {self.logit_scale_max}.")
+        if int(self.multi_label) < 0:
+            raise ValueError(f"multi_label (prompts per image) must be >= 0, got {self.multi_label}.")
+        vision = self.vision_config
+        if vision is None or isinstance(vision, dict):
+            return
+        depths, tokens = list(vision.depths), list(vision.num_group_tokens)
+        outputs = list(vision.num_output_groups)
+        if len(tokens) != len(depths) or len(outputs) < len(depths) - 1:
+            raise ValueError(
+                f"vision_config.num_group_tokens {tokens} / num_output_groups {outputs} do not match depths {depths}: "
+                "expected one group-token count per stage and one output-group count per grouping stage."
+            )
+        if vision.hidden_size % vision.num_attention_heads:
+            raise ValueError(
+                f"vision_config.hidden_size ({vision.hidden_size}) must be divisible by num_attention_heads "
+                f"({vision.num_attention_heads})."
+            )

@@ -1,0 +1,496 @@
+"""GroupViT (Xu et al., CVPR 2022) as in NVlabs/GroupViT, built on transformers' GroupViT encoder modules.
+
+The module tree and parameter names are those of transformers' `GroupViTModel` (`text_model.*`, `vision_model.*`,
+`visual_projection.*`, `text_projection.*`, `logit_scale`), so its checkpoints (the Hub's `nvidia/groupvit-gcc-yfcc`)
+load unchanged. Added, as in the official code and missing from transformers:
+
+- stochastic depth in the vision blocks (`drop_path_rate`, linearly spaced, grouping blocks excluded);
+- `exp(logit_scale)` clamped at `logit_scale_max` (100);
+- the multi-label contrastive loss with its own `multi_label_logit_scale` (text input `[batch, 1 + K, seq]`: the
+  caption then K prompt texts);
+- bicubic position-embedding interpolation at every input size (transformers raises on anything but 224 x 224);
+- both losses over the global batch under several processes (`loss_from_outputs(..., gather=...)`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import GroupViTTextConfig, GroupViTVisionConfig, PreTrainedModel
+from transformers import initialization as init
+from transformers.modeling_outputs import BaseModelOutputWithPooling
+from transformers.models.groupvit.modeling_groupvit import (
+    GroupViTEncoderLayer,
+    GroupViTStage,
+    GroupViTTextTransformer,
+    GroupViTVisionEmbeddings,
+    GroupViTVisionEncoder,
+)
+from transformers.utils import ModelOutput, logging
+
+from clipzoo.configuration.configuration_groupvit import ClipzooGroupViTConfig
+from clipzoo.modeling.losses import contrastive_loss, gather_features, soft_target_cross_entropy
+
+
+logger = logging.get_logger(__name__)
+
+__all__ = [
+    "ClipzooGroupViTModel",
+    "ClipzooGroupViTOutput",
+    "ClipzooGroupViTPreTrainedModel",
+    "groupvit_contrastive_loss",
+    "groupvit_multi_label_loss",
+]
+
+
+def _identity(x: torch.Tensor) -> torch.Tensor:
+    return x
+
+
+def groupvit_contrastive_loss(image_embeds, text_embeds, logit_scale, gather=gather_features) -> torch.Tensor:
+    """Image-caption InfoNCE of the official `MultiLabelContrastive.loss`, over the gathered (global) batch.
+
+    Args:
+        image_embeds (`torch.Tensor` of shape `(batch, dim)`): L2-normalised image embeddings.
+        text_embeds (`torch.Tensor` of shape `(batch, dim)`): L2-normalised caption embeddings.
+        logit_scale (`torch.Tensor`): the clamped, exponentiated scale.
+        gather (`Callable`, *optional*): gathers a per-sample tensor over processes (identity on one process).
+
+    Returns:
+        Scalar `torch.Tensor`: `(CE(s X Y^T) + CE(s Y X^T)) / 2` with the diagonal as targets.
+    """
+    image_embeds, text_embeds = gather(image_embeds), gather(text_embeds)
+    logits_per_image = logit_scale * image_embeds @ text_embeds.t()
+    return 0.5 * (contrastive_loss(logits_per_image) + contrastive_loss(logits_per_image.t()))
+
+
+def groupvit_multi_label_loss(image_embeds, prompt_embeds, logit_scale, gather=gather_features) -> torch.Tensor:
+    """The official multi-label contrastive loss (`MultiLabelContrastive.multi_label_loss`), global batch.
+
+    Image -> prompts: soft-target cross-entropy over all `batch * K` prompts, target `1/K` on the image's own K
+    prompts (a mean of log-probabilities, not the log of a summed probability). Prompts -> image: every prompt against
+    all images, one-hot on its own image. Prompts built from the same word for other images are negatives.
+
+    Args:
+        image_embeds (`torch.Tensor` of shape `(batch, dim)`): L2-normalised image embeddings.
+        prompt_embeds (`torch.Tensor` of shape `(batch, K, dim)`): L2-normalised prompt-text embeddings.
+        logit_scale (`torch.Tensor`): the clamped, exponentiated multi-label scale.
+        gather (`Callable`, *optional*): gathers a per-sample tensor over processes (identity on one process).
+
+    Returns:
+        Scalar `torch.Tensor`: `(L_image->prompts + L_prompts->image) / 2`.
+    """
+    if prompt_embeds.ndim != 3 or prompt_embeds.shape[0] != image_embeds.shape[0]:
+        raise ValueError(
+            f"prompt_embeds must have shape (batch, K, dim) with batch = {image_embeds.shape[0]}, got "
+            f"{tuple(prompt_embeds.shape)}."
+        )
+    image_embeds, prompt_embeds = gather(image_embeds), gather(prompt_embeds)
+    batch, num_prompts, _ = prompt_embeds.shape
+    prompts = prompt_embeds.reshape(batch * num_prompts, -1)
+    eye = torch.eye(batch, dtype=image_embeds.dtype, device=image_embeds.device)
+    # Column j * K + k is prompt k of image j, so the image's own prompts are the j-th block of K columns.
+    image_targets = eye.repeat_interleave(num_prompts, dim=1) / num_prompts
+    text_targets = eye.repeat_interleave(num_prompts, dim=0)
+    loss_image = soft_target_cross_entropy(logit_scale * image_embeds @ prompts.t(), image_targets)
+    loss_text = soft_target_cross_entropy(logit_scale * prompts @ image_embeds.t(), text_targets)
+    return 0.5 * (loss_image + loss_text)
+
+
+def drop_path(hidden_states: torch.Tensor, drop_prob: float, training: bool) -> torch.Tensor:
+    """Stochastic depth per sample (timm's `DropPath`): zero a residual branch for a random subset of samples."""
+    if drop_prob == 0.0 or not training:
+        return hidden_states
+    keep_prob = 1.0 - drop_prob
+    shape = (hidden_states.shape[0],) + (1,) * (hidden_states.ndim - 1)
+    mask = hidden_states.new_empty(shape).bernoulli_(keep_prob)
+    return hidden_states * mask / keep_prob
+
+
+class ClipzooGroupViTDropPathLayer(GroupViTEncoderLayer):
+    """transformers' pre-norm `GroupViTEncoderLayer` (same parameters) with stochastic depth on both residuals.
+
+    Args:
+        config (`GroupViTVisionConfig`): the vision config.
+        drop_prob (`float`): this block's drop-path probability.
+    """
+
+    def __init__(self, config: GroupViTVisionConfig, drop_prob: float = 0.0):
+        super().__init__(config)
+        self.drop_prob = float(drop_prob)
+
+    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs):
+        attn_out, _ = self.self_attn(hidden_states=self.layer_norm1(hidden_states), attention_mask=attention_mask)
+        hidden_states = hidden_states + drop_path(attn_out, self.drop_prob, self.training)
+        mlp_out = self.mlp(self.layer_norm2(hidden_states))
+        return hidden_states + drop_path(mlp_out, self.drop_prob, self.training)
+
+    def extra_repr(self) -> str:
+        return f"drop_prob={self.drop_prob:.3f}"
+
+
+class ClipzooGroupViTVisionTransformer(nn.Module):
+    """transformers' `GroupViTVisionTransformer` with drop-path blocks and position embeddings interpolated to any size.
+
+    Args:
+        config (`GroupViTVisionConfig`): the vision config.
+        drop_path_rate (`float`): the last block's drop-path probability (linear from 0 over all stages' blocks).
+    """
+
+    def __init__(self, config: GroupViTVisionConfig, drop_path_rate: float = 0.0):
+        super().__init__()
+        self.config = config
+        self.embeddings = GroupViTVisionEmbeddings(config)
+        self.encoder = GroupViTVisionEncoder(config)
+        rates = torch.linspace(0, drop_path_rate, sum(config.depths)).tolist()
+        start = 0
+        for stage, depth in zip(self.encoder.stages, config.depths):
+            stage.layers = nn.ModuleList(
+                [ClipzooGroupViTDropPathLayer(config, rates[start + j]) for j in range(depth)]
+            )
+            start += depth
+        self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+
+    def _check_pixels(self, pixel_values: torch.Tensor | None) -> None:
+        if pixel_values is None:
+            raise ValueError("You have to specify pixel_values.")
+        if pixel_values.ndim != 4 or pixel_values.shape[1] != self.config.num_channels:
+            raise ValueError(
+                f"pixel_values must have shape (batch, {self.config.num_channels}, height, width), got "
+                f"{tuple(pixel_values.shape)}."
+            )
+        patch = self.embeddings.patch_embeddings.patch_size
+        if pixel_values.shape[2] < patch[0] or pixel_values.shape[3] < patch[1]:
+            raise ValueError(
+                f"Image of {pixel_values.shape[2]}x{pixel_values.shape[3]} pixels is smaller than the patch size "
+                f"{patch[0]}x{patch[1]}; resize it to at least one patch."
+            )
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
+    ) -> BaseModelOutputWithPooling:
+        self._check_pixels(pixel_values)
+        # The official model interpolates the 14x14 table bicubically at eval; we do it at every size != the table's.
+        hidden_states = self.embeddings(pixel_values, interpolate_pos_encoding=True)
+        encoder_outputs = self.encoder(
+            hidden_states=hidden_states,
+            output_hidden_states=output_hidden_states,
+            output_attentions=output_attentions,
+            return_dict=True,
+        )
+        last_hidden_state = self.layernorm(encoder_outputs.last_hidden_state)
+        return BaseModelOutputWithPooling(
+            last_hidden_state=last_hidden_state,
+            pooler_output=last_hidden_state.mean(dim=1),
+            hidden_states=encoder_outputs.hidden_states,
+            attentions=encoder_outputs.attentions,
+        )
+
+
+def _projection_head(in_dim: int, hidden_dim: int, out_dim: int) -> nn.Sequential:
+    # Official ProjectMLP: Conv1d(k=1) -> BN -> ReLU -> Conv1d(k=1); transformers stores it as Linear layers.
+    head = nn.Sequential(
+        nn.Linear(in_dim, hidden_dim),
+        nn.BatchNorm1d(hidden_dim),
+        nn.ReLU(inplace=True),
+        nn.Linear(hidden_dim, out_dim),
+    )
+    for layer in (head[0], head[3]):
+        layer._clipzoo_torch_default_init = True
+    return head
+
+
+@dataclass
+class ClipzooGroupViTOutput(ModelOutput):
+    """Output of [`ClipzooGroupViTModel`].
+
+    Args:
+        loss (`torch.Tensor`, *optional*): `contrastive_loss + multi_label_loss_weight * multi_label_loss`.
+        contrastive_loss (`torch.Tensor`, *optional*): image-caption InfoNCE.
+        multi_label_loss (`torch.Tensor`, *optional*): the multi-label loss (unweighted), when prompts were given.
+        logits_per_image (`torch.Tensor` of shape `(image_batch, text_batch)`): clamped-scale cosine similarities.
+        logits_per_text (`torch.Tensor` of shape `(text_batch, image_batch)`): the transpose.
+        text_embeds (`torch.Tensor` of shape `(text_batch, projection_dim)`): normalised caption embeddings.
+        image_embeds (`torch.Tensor` of shape `(image_batch, projection_dim)`): normalised image embeddings.
+        prompt_embeds (`torch.Tensor` of shape `(batch, K, projection_dim)`, *optional*): normalised prompt embeddings.
+        text_model_output (`BaseModelOutputWithPooling`): the text tower's output.
+        vision_model_output (`BaseModelOutputWithPooling`): the vision tower's output (`attentions` holds the soft
+            assignment of each grouping stage, `(batch, groups, tokens)`, when `output_attentions=True`).
+    """
+
+    loss: torch.Tensor | None = None
+    contrastive_loss: torch.Tensor | None = None
+    multi_label_loss: torch.Tensor | None = None
+    logits_per_image: torch.Tensor | None = None
+    logits_per_text: torch.Tensor | None = None
+    text_embeds: torch.Tensor | None = None
+    image_embeds: torch.Tensor | None = None
+    prompt_embeds: torch.Tensor | None = None
+    text_model_output: BaseModelOutputWithPooling | None = None
+    vision_model_output: BaseModelOutputWithPooling | None = None
+
+    def to_tuple(self) -> tuple[Any, ...]:
+        return tuple(
+            self[k] if k not in ("text_model_output", "vision_model_output") else getattr(self, k).to_tuple()
+            for k in self.keys()
+        )
+
+
+class ClipzooGroupViTPreTrainedModel(PreTrainedModel):
+    """Weight initialisation of the official code and the HF plumbing shared by the GroupViT classes."""
+
+    config_class = ClipzooGroupViTConfig
+    config: ClipzooGroupViTConfig
+    base_model_prefix = "groupvit"
+    main_input_name = "input_ids"
+    input_modalities = ("image", "text")
+    supports_gradient_checkpointing = False
+    _no_split_modules = ["GroupViTEncoderLayer", "ClipzooGroupViTDropPathLayer", "GroupViTTokenAssign"]
+    _supports_sdpa = False
+    _supports_flash_attn = False
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        # Vision tower (official GroupViT._init_weights): Linear trunc-normal(0.02), zero bias; LayerNorm (1, 0);
+        # position table trunc-normal(0.02); stage-1 group tokens trunc-normal(0.02), later ones zero (they are added
+        # to the projected previous groups). Conv layers and the projection heads keep PyTorch's default init.
+        if isinstance(module, (nn.Linear, nn.Conv2d)) and (
+            getattr(module, "_clipzoo_torch_default_init", False) or isinstance(module, nn.Conv2d)
+        ):
+            init.kaiming_uniform_(module.weight, a=math.sqrt(5))
+            if module.bias is not None:
+                bound = 1 / math.sqrt(module.weight[0].numel())
+                init.uniform_(module.bias, -bound, bound)
+        elif isinstance(module, nn.Linear):
+            init.trunc_normal_(module.weight, std=0.02)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, (nn.LayerNorm, nn.BatchNorm1d)):
+            init.ones_(module.weight)
+            init.zeros_(module.bias)
+            if isinstance(module, nn.BatchNorm1d):
+                init.zeros_(module.running_mean)
+                init.ones_(module.running_var)
+                init.zeros_(module.num_batches_tracked)
+        elif isinstance(module, GroupViTVisionEmbeddings):
+            init.trunc_normal_(module.position_embeddings, std=0.02)
+        elif isinstance(module, GroupViTStage) and module.group_token is not None:
+            if module.group_projector is None:
+                init.trunc_normal_(module.group_token, std=0.02)
+            else:
+                init.zeros_(module.group_token)
+        elif isinstance(module, ClipzooGroupViTModel):
+            init.constant_(module.logit_scale, self.config.logit_scale_init_value)
+            if getattr(module, "multi_label_logit_scale", None) is not None:
+                init.constant_(module.multi_label_logit_scale, self.config.logit_scale_init_value)
+            self._init_text_tower(module.text_model)
+
+    def _init_text_tower(self, text_model: GroupViTTextTransformer) -> None:
+        # Official TextTransformer (CLIP): token emb N(0, 0.02), positions N(0, 0.01), attention in-proj
+        # N(0, w^-0.5), out-proj and c_proj N(0, w^-0.5 (2L)^-0.5), c_fc N(0, (2w)^-0.5); MHA biases zero.
+        width, layers = text_model.config.hidden_size, text_model.config.num_hidden_layers
+        attn_std, proj_std, fc_std = width**-0.5, width**-0.5 * (2 * layers) ** -0.5, (2 * width) ** -0.5
+        init.normal_(text_model.embeddings.token_embedding.weight, std=0.02)
+        init.normal_(text_model.embeddings.position_embedding.weight, std=0.01)
+        for layer in text_model.encoder.layers:
+            attn = layer.self_attn
+            for proj, std in ((attn.q_proj, attn_std), (attn.k_proj, attn_std), (attn.v_proj, attn_std)):
+                init.normal_(proj.weight, std=std)
+                init.zeros_(proj.bias)
+            init.normal_(attn.out_proj.weight, std=proj_std)
+            init.zeros_(attn.out_proj.bias)
+            init.normal_(layer.mlp.fc1.weight, std=fc_std)
+            init.normal_(layer.mlp.fc2.weight, std=proj_std)
+
+
+class ClipzooGroupViTModel(ClipzooGroupViTPreTrainedModel):
+    """GroupViT: hierarchical grouping vision transformer and CLIP-style text transformer, trained contrastively.
+
+    Text may be `(batch, seq)` (captions) or `(batch, 1 + K, seq)`: the caption followed by K prompt texts
+    ("a photo of a {word}.") for the multi-label loss; `ClipzooGroupViTProcessor(..., expand_prompts=True)` makes
+    them. Images may have any size of at least one patch.
+
+    Args:
+        config ([`ClipzooGroupViTConfig`]): the model configuration.
+
+    Examples:
+
+    ```python
+    >>> import torch
+    >>> from clipzoo.configuration.configuration_groupvit import ClipzooGroupViTConfig
+    >>> from clipzoo.modeling.modeling_groupvit import ClipzooGroupViTModel
+    >>> config = ClipzooGroupViTConfig(
+    ...     text_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
+    ...                  "vocab_size": 100, "max_position_embeddings": 16},
+    ...     vision_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 3, "depths": [1, 1, 1],
+    ...                    "num_group_tokens": [8, 4, 0], "num_output_groups": [8, 4, 4], "num_attention_heads": 2,
+    ...                    "image_size": 32, "patch_size": 8},
+    ...     projection_dim=16, projection_intermediate_dim=32)
+    >>> model = ClipzooGroupViTModel(config).eval()
+    >>> out = model(input_ids=torch.randint(0, 100, (2, 3, 8)), pixel_values=torch.randn(2, 3, 48, 48),
+    ...             return_loss=True)
+    >>> out.logits_per_image.shape
+    torch.Size([2, 2])
+    ```
+    """
+
+    def __init__(self, config: ClipzooGroupViTConfig):
+        # By model_type, not isinstance: remote code loads the config class from a second copy of its module.
+        if getattr(config, "model_type", None) != ClipzooGroupViTConfig.model_type:
+            raise TypeError(f"config must be a ClipzooGroupViTConfig, got {type(config).__name__}.")
+        super().__init__(config)
+        if not isinstance(config.text_config, GroupViTTextConfig):
+            raise TypeError(f"config.text_config must be a GroupViTTextConfig, got {type(config.text_config)}.")
+        if not isinstance(config.vision_config, GroupViTVisionConfig):
+            raise TypeError(f"config.vision_config must be a GroupViTVisionConfig, got {type(config.vision_config)}.")
+        text_config, vision_config = config.text_config, config.vision_config
+        self.text_model = GroupViTTextTransformer(text_config)
+        self.vision_model = ClipzooGroupViTVisionTransformer(vision_config, config.drop_path_rate)
+        inner, out = config.projection_intermediate_dim, config.projection_dim
+        self.visual_projection = _projection_head(vision_config.hidden_size, inner, out)
+        self.text_projection = _projection_head(text_config.hidden_size, inner, out)
+        self.logit_scale = nn.Parameter(torch.tensor(config.logit_scale_init_value))
+        if config.multi_label > 0 and not config.share_temperature:
+            self.multi_label_logit_scale = nn.Parameter(torch.tensor(config.logit_scale_init_value))
+        else:
+            self.multi_label_logit_scale = None
+        self.post_init()
+
+    # ----------------------------------------------------------------------------------------------- features
+
+    def clamped_logit_scale(self, multi_label: bool = False) -> torch.Tensor:
+        """`min(exp(scale), logit_scale_max)`; the multi-label one unless `share_temperature` is set."""
+        scale = self.logit_scale
+        if multi_label and self.multi_label_logit_scale is not None:
+            scale = self.multi_label_logit_scale
+        return scale.exp().clamp(max=self.config.logit_scale_max)
+
+    def get_text_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Projected (not normalised) text embeddings, `(batch, projection_dim)`; `input_ids` is `(batch, seq)`."""
+        pooled = self.text_model(input_ids=input_ids, attention_mask=attention_mask).pooler_output
+        return self.text_projection(pooled)
+
+    def get_image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Projected (not normalised) image embeddings: the mean of the final group tokens, projected."""
+        return self.visual_projection(self.vision_model(pixel_values).pooler_output)
+
+    def get_group_features(self, pixel_values: torch.Tensor) -> dict[str, Any]:
+        """What the official segmentation recipe needs from one forward pass.
+
+        Returns:
+            `dict` with `group_embeds` `(batch, groups, projection_dim)` (each final group token projected),
+            `image_embeds` `(batch, projection_dim)` (projected mean token; both unnormalised) and `attentions`, the
+            soft assignment of each grouping stage, `(batch, groups_s, tokens_s)`.
+        """
+        vision = self.vision_model(pixel_values, output_attentions=True)
+        tokens = vision.last_hidden_state
+        groups = self.visual_projection(tokens.reshape(-1, tokens.shape[-1])).reshape(
+            tokens.shape[0], tokens.shape[1], -1
+        )
+        image = self.visual_projection(vision.pooler_output)
+        return {"group_embeds": groups, "image_embeds": image, "attentions": vision.attentions}
+
+    def _encode_text(self, input_ids, attention_mask, position_ids):
+        # [B, 1 + K, L] goes through the tower (and the BatchNorm of its head) as one batch, as in the official
+        # encode_text; index 0 is the caption, 1..K the prompts.
+        num_texts = input_ids.shape[1] if input_ids.ndim == 3 else 1
+        if input_ids.ndim == 3:
+            input_ids = input_ids.reshape(-1, input_ids.shape[-1])
+            if attention_mask is not None:
+                attention_mask = attention_mask.reshape(-1, attention_mask.shape[-1])
+        elif input_ids.ndim != 2:
+            raise ValueError(f"input_ids must be (batch, seq) or (batch, 1 + K, seq), got {tuple(input_ids.shape)}.")
+        text_outputs = self.text_model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids)
+        embeds = self.text_projection(text_outputs.pooler_output)
+        embeds = embeds / embeds.norm(dim=-1, keepdim=True)
+        if num_texts == 1:
+            return embeds, None, text_outputs
+        embeds = embeds.reshape(-1, num_texts, embeds.shape[-1])
+        return embeds[:, 0], embeds[:, 1:], text_outputs
+
+    # ----------------------------------------------------------------------------------------------- forward
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        pixel_values: torch.FloatTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        return_loss: bool | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> ClipzooGroupViTOutput | tuple:
+        r"""
+        Args:
+            input_ids (`torch.LongTensor` of shape `(batch, seq)` or `(batch, 1 + K, seq)`): captions, or captions
+                followed by K prompt texts (training with the multi-label loss).
+            pixel_values (`torch.FloatTensor` of shape `(batch, channels, height, width)`): any height and width of at
+                least one patch; ImageNet-normalised (see `ClipzooGroupViTImageProcessor`).
+            attention_mask (`torch.Tensor`, *optional*): same leading shape as `input_ids`.
+            position_ids (`torch.LongTensor`, *optional*): text positions.
+            return_loss (`bool`, *optional*): return the image-caption InfoNCE plus, when prompts are given and
+                `config.multi_label > 0`, the weighted multi-label loss.
+            output_attentions (`bool`, *optional*): return the soft grouping attentions in `vision_model_output`.
+            output_hidden_states (`bool`, *optional*): return the vision hidden states.
+            return_dict (`bool`, *optional*): return a `ClipzooGroupViTOutput` (default) or a tuple.
+        """
+        if input_ids is None or pixel_values is None:
+            raise ValueError("ClipzooGroupViTModel.forward needs both input_ids and pixel_values.")
+        if input_ids.ndim == 3 and self.config.multi_label == 0 and return_loss:
+            raise ValueError(
+                f"input_ids has {input_ids.shape[1]} texts per image (caption + prompts) but config.multi_label=0; "
+                "pass plain (batch, seq) captions or set multi_label > 0."
+            )
+        vision_outputs = self.vision_model(
+            pixel_values, output_hidden_states=output_hidden_states, output_attentions=output_attentions
+        )
+        image_embeds = self.visual_projection(vision_outputs.pooler_output)
+        image_embeds = image_embeds / image_embeds.norm(dim=-1, keepdim=True)
+        text_embeds, prompt_embeds, text_outputs = self._encode_text(input_ids, attention_mask, position_ids)
+
+        logits_per_text = text_embeds @ image_embeds.t() * self.clamped_logit_scale()
+        output = ClipzooGroupViTOutput(
+            logits_per_image=logits_per_text.t(),
+            logits_per_text=logits_per_text,
+            text_embeds=text_embeds,
+            image_embeds=image_embeds,
+            prompt_embeds=prompt_embeds,
+            text_model_output=text_outputs,
+            vision_model_output=vision_outputs,
+        )
+        if return_loss:
+            self._fill_losses(output, gather=gather_features)
+        if return_dict is False:
+            return output.to_tuple()
+        return output
+
+    def _fill_losses(self, output: ClipzooGroupViTOutput, gather) -> None:
+        output.contrastive_loss = groupvit_contrastive_loss(
+            output.image_embeds, output.text_embeds, self.clamped_logit_scale(), gather=gather
+        )
+        output.loss = output.contrastive_loss
+        if output.prompt_embeds is not None and self.config.multi_label > 0:
+            output.multi_label_loss = groupvit_multi_label_loss(
+                output.image_embeds, output.prompt_embeds, self.clamped_logit_scale(multi_label=True), gather=gather
+            )
+            output.loss = output.loss + self.config.multi_label_loss_weight * output.multi_label_loss
+
+    def loss_from_outputs(
+        self, outputs: ClipzooGroupViTOutput, inputs: dict | None = None, gather=None
+    ) -> torch.Tensor:
+        """The total loss from a forward run without `return_loss`, gathering over processes with `gather`.
+
+        `ClipzooTrainer` calls this under several processes with `clipzoo.modeling.losses.gather_features`: every rank
+        computes the same global-batch loss (see `clipzoo/modeling/losses.py` for why the gradients are then exact).
+        """
+        self._fill_losses(outputs, gather=gather or _identity)
+        return outputs.loss

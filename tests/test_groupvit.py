@@ -1,0 +1,185 @@
+"""ClipzooGroupViTModel: parity with transformers' GroupViTModel and the official additions."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from transformers import GroupViTConfig, GroupViTModel
+
+from clipzoo.configuration.configuration_groupvit import ClipzooGroupViTConfig
+from clipzoo.modeling.modeling_groupvit import (
+    ClipzooGroupViTModel,
+    drop_path,
+    groupvit_contrastive_loss,
+    groupvit_multi_label_loss,
+)
+from clipzoo.variants import get_variant
+
+
+def _tiny_config(**kwargs) -> ClipzooGroupViTConfig:
+    config = get_variant("groupvit").tiny_config()
+    return ClipzooGroupViTConfig(**{**config.to_dict(), **kwargs})
+
+
+def _inputs(config, batch=3, seed=0, num_texts=None, size=32):
+    generator = torch.Generator().manual_seed(seed)
+    shape = (batch, 10) if num_texts is None else (batch, num_texts, 10)
+    input_ids = torch.randint(3, config.text_config.vocab_size, shape, generator=generator)
+    input_ids[..., 0] = config.text_config.bos_token_id
+    input_ids[..., 7] = config.text_config.eos_token_id
+    input_ids[..., 8:] = config.text_config.pad_token_id
+    return input_ids, torch.randn(batch, 3, size, size, generator=generator)
+
+
+@pytest.fixture(scope="module")
+def pair():
+    torch.manual_seed(0)
+    config = _tiny_config()
+    reference = GroupViTModel(
+        GroupViTConfig(
+            text_config=config.text_config.to_dict(),
+            vision_config=config.vision_config.to_dict(),
+            projection_dim=config.projection_dim,
+            projection_intermediate_dim=config.projection_intermediate_dim,
+        )
+    ).eval()
+    # Non-trivial BatchNorm statistics so the eval-mode heads are exercised.
+    for head in (reference.visual_projection[1], reference.text_projection[1]):
+        head.running_mean.normal_()
+        head.running_var.uniform_(0.5, 2.0)
+    ours = ClipzooGroupViTModel(config).eval()
+    result = ours.load_state_dict(reference.state_dict(), strict=False)
+    assert result.missing_keys == ["multi_label_logit_scale"] and result.unexpected_keys == []
+    return reference, ours
+
+
+def test_parity_with_transformers_groupvit(pair):
+    reference, ours = pair
+    input_ids, pixel_values = _inputs(ours.config)
+    with torch.no_grad():
+        expected = reference(input_ids=input_ids, pixel_values=pixel_values, return_loss=True)
+        actual = ours(input_ids=input_ids, pixel_values=pixel_values, return_loss=True)
+    for name in ("image_embeds", "text_embeds", "logits_per_image", "logits_per_text"):
+        torch.testing.assert_close(getattr(actual, name), getattr(expected, name), atol=1e-5, rtol=0)
+    # Single process and exp(scale) < 100: the image-caption loss is transformers' CLIP loss.
+    torch.testing.assert_close(actual.contrastive_loss, expected.loss, atol=1e-5, rtol=0)
+    assert actual.multi_label_loss is None and actual.loss is actual.contrastive_loss
+
+
+def test_loads_transformers_checkpoint_folder(pair, tmp_path):
+    reference, _ = pair
+    reference.save_pretrained(tmp_path)
+    model = ClipzooGroupViTModel.from_pretrained(tmp_path).eval()
+    assert model.config.model_type == "clipzoo_groupvit"
+    input_ids, pixel_values = _inputs(model.config)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            model(input_ids=input_ids, pixel_values=pixel_values).logits_per_image,
+            reference(input_ids=input_ids, pixel_values=pixel_values).logits_per_image,
+            atol=1e-5,
+            rtol=0,
+        )
+
+
+def test_any_resolution_interpolates_position_table(pair):
+    reference, ours = pair
+    _, pixel_values = _inputs(ours.config, batch=1, size=64)
+    with pytest.raises(ValueError, match="doesn't match model"):
+        reference.vision_model(pixel_values)  # transformers cannot run another size
+    embeddings = ours.vision_model.embeddings
+    patches = embeddings.layernorm(embeddings.patch_embeddings(pixel_values, interpolate_pos_encoding=True))
+    table = embeddings.position_embeddings.reshape(1, 4, 4, -1).permute(0, 3, 1, 2)
+    expected = patches + F.interpolate(table, size=(8, 8), mode="bicubic", align_corners=False).flatten(2).transpose(
+        1, 2
+    )
+    torch.testing.assert_close(embeddings(pixel_values, interpolate_pos_encoding=True), expected)
+    with torch.no_grad():
+        out = ours.vision_model(torch.randn(1, 3, 448, 448))
+        wide = ours.vision_model(torch.randn(1, 3, 40, 72))
+    assert out.pooler_output.shape == (1, 32) and wide.last_hidden_state.shape == (1, 4, 32)
+
+
+def test_448_input_through_full_model(pair):
+    _, ours = pair
+    input_ids, _ = _inputs(ours.config, batch=2)
+    with torch.no_grad():
+        out = ours(input_ids=input_ids, pixel_values=torch.randn(2, 3, 448, 448))
+    assert out.logits_per_image.shape == (2, 2) and torch.isfinite(out.logits_per_image).all()
+
+
+def test_drop_path_rates_and_behaviour():
+    model = ClipzooGroupViTModel(_tiny_config(drop_path_rate=0.3))
+    rates = [layer.drop_prob for stage in model.vision_model.encoder.stages for layer in stage.layers]
+    assert rates == pytest.approx(torch.linspace(0, 0.3, 3).tolist())
+    assert all(not hasattr(stage.downsample, "drop_prob") for stage in model.vision_model.encoder.stages)
+    x = torch.ones(4000, 2, 3)
+    torch.manual_seed(0)
+    dropped = drop_path(x, 0.25, training=True)
+    per_sample = dropped[:, 0, 0]
+    assert (
+        torch.isclose(per_sample, torch.tensor(0.0))
+        .logical_or(torch.isclose(per_sample, torch.tensor(1 / 0.75)))
+        .all()
+    )
+    assert (per_sample == 0).float().mean().item() == pytest.approx(0.25, abs=0.03)
+    assert (dropped == per_sample[:, None, None]).all()  # one draw per sample
+    assert drop_path(x, 0.25, training=False) is x
+
+
+def test_logit_scales_clamped_and_separate():
+    model = ClipzooGroupViTModel(_tiny_config()).eval()
+    with torch.no_grad():
+        model.logit_scale.fill_(math.log(1000.0))
+        model.multi_label_logit_scale.fill_(math.log(3.0))
+    input_ids, pixel_values = _inputs(model.config, num_texts=3)
+    with torch.no_grad():
+        out = model(input_ids=input_ids, pixel_values=pixel_values, return_loss=True)
+    torch.testing.assert_close(out.logits_per_image, 100.0 * out.image_embeds @ out.text_embeds.t())
+    expected_ml = groupvit_multi_label_loss(out.image_embeds, out.prompt_embeds, torch.tensor(3.0))
+    torch.testing.assert_close(out.multi_label_loss, expected_ml)
+    expected_itc = groupvit_contrastive_loss(out.image_embeds, out.text_embeds, torch.tensor(100.0))
+    torch.testing.assert_close(out.loss, expected_itc + expected_ml)
+    shared = ClipzooGroupViTModel(_tiny_config(share_temperature=True))
+    assert shared.multi_label_logit_scale is None
+    assert ClipzooGroupViTModel(_tiny_config(multi_label=0)).multi_label_logit_scale is None
+
+
+def test_caption_plus_prompts_encoded_as_one_batch(pair):
+    _, ours = pair
+    input_ids, pixel_values = _inputs(ours.config, num_texts=3)
+    with torch.no_grad():
+        grouped = ours(input_ids=input_ids, pixel_values=pixel_values)
+        flat = F.normalize(ours.get_text_features(input_ids.reshape(-1, 10)), dim=-1).reshape(3, 3, -1)
+    torch.testing.assert_close(grouped.text_embeds, flat[:, 0])
+    torch.testing.assert_close(grouped.prompt_embeds, flat[:, 1:])
+
+
+def test_training_step_reaches_every_parameter():
+    model = ClipzooGroupViTModel(_tiny_config()).train()
+    input_ids, pixel_values = _inputs(model.config, batch=4, num_texts=3)
+    model(input_ids=input_ids, pixel_values=pixel_values, return_loss=True).loss.backward()
+    assert [n for n, p in model.named_parameters() if p.grad is None] == []
+
+
+def test_official_initialisation():
+    model = ClipzooGroupViTModel(_tiny_config())
+    stages = model.vision_model.encoder.stages
+    assert stages[0].group_token.abs().sum() > 0 and stages[1].group_token.abs().sum() == 0
+    assert model.logit_scale.item() == pytest.approx(math.log(1 / 0.07), abs=1e-4)
+    assert model.vision_model.encoder.stages[0].layers[0].mlp.fc1.bias.abs().sum() == 0
+    std = model.vision_model.encoder.stages[0].layers[0].mlp.fc1.weight.std().item()
+    assert 0.01 < std < 0.03
+
+
+def test_bad_inputs():
+    model = ClipzooGroupViTModel(_tiny_config(multi_label=0)).eval()
+    input_ids, _ = _inputs(model.config, batch=2)
+    with pytest.raises(ValueError, match="smaller than the patch size"):
+        model(input_ids=input_ids, pixel_values=torch.randn(2, 3, 4, 40))
+    with pytest.raises(ValueError, match="multi_label=0"):
+        model(input_ids=input_ids[:, None].expand(2, 3, 10), pixel_values=torch.randn(2, 3, 32, 32), return_loss=True)
+    with pytest.raises(ValueError, match="pixel_values must have shape"):
+        model(input_ids=input_ids, pixel_values=torch.randn(2, 32, 32))
+    with pytest.raises(ValueError, match="drop_path_rate"):
+        _tiny_config(drop_path_rate=1.5)

@@ -1,0 +1,204 @@
+"""GroupViT losses against slow references; prompt expansion; the word extractor; 2 processes = 1 process."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from accelerate.state import AcceleratorState
+
+from clipzoo.configuration.configuration_groupvit import ClipzooGroupViTConfig
+from clipzoo.modeling.losses import gather_features, get_rank, get_world_size
+from clipzoo.modeling.modeling_groupvit import (
+    ClipzooGroupViTModel,
+    groupvit_contrastive_loss,
+    groupvit_multi_label_loss,
+)
+from clipzoo.processing.text_groupvit import (
+    FULL_IMAGENET_TEMPLATES,
+    SUBSET_IMAGENET_TEMPLATES,
+    LexiconWordExtractor,
+    build_prompt_texts,
+)
+from clipzoo.variants import get_variant
+
+
+def _normed(*shape, seed=0):
+    return F.normalize(torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64), dim=-1)
+
+
+def _slow_multi_label(image, prompts, scale):
+    """The formula written out with loops: mean over the image's K prompts of -log p(prompt | image), and
+    -log p(image | prompt) for every prompt, each softmax over the whole batch."""
+    batch, k, _ = prompts.shape
+    flat = [(j, q) for j in range(batch) for q in range(k)]
+    loss_image = 0.0
+    for i in range(batch):
+        logits = torch.stack([scale * image[i] @ prompts[j, q] for j, q in flat])
+        log_norm = torch.logsumexp(logits, dim=0)
+        loss_image += -sum(scale * image[i] @ prompts[i, q] - log_norm for q in range(k)) / k
+    loss_text = 0.0
+    for j, q in flat:
+        logits = torch.stack([scale * prompts[j, q] @ image[i] for i in range(batch)])
+        loss_text += -(logits[j] - torch.logsumexp(logits, dim=0))
+    return 0.5 * (loss_image / batch + loss_text / (batch * k))
+
+
+def _official_local_rows(image, prompts, scale, world):
+    """The official code's per-rank computation (local rows vs gathered columns, one-hot rank labels built like
+    `multi_label_loss`), for a simulated world; DDP averages the per-rank losses."""
+    batch = image.shape[0] // world
+    k = prompts.shape[1]
+    all_prompts = prompts.reshape(-1, prompts.shape[-1])
+    losses = []
+    for rank in range(world):
+        rows = slice(rank * batch, (rank + 1) * batch)
+        img, txt = image[rows], prompts[rows].reshape(batch * k, -1)
+        labels_img = torch.zeros(batch, world * batch * k, dtype=image.dtype)
+        for b in range(batch):
+            labels_img[b, (rank * batch + b) * k : (rank * batch + b + 1) * k] = 1.0 / k
+        labels_txt = torch.zeros(batch * k, world * batch, dtype=image.dtype)
+        for b in range(batch):
+            labels_txt[b * k : (b + 1) * k, rank * batch + b] = 1.0
+        loss_img = (-labels_img * F.log_softmax(scale * img @ all_prompts.t(), -1)).sum(-1).mean()
+        loss_txt = (-labels_txt * F.log_softmax(scale * txt @ image.t(), -1)).sum(-1).mean()
+        losses.append(0.5 * (loss_img + loss_txt))
+    return torch.stack(losses).mean()
+
+
+def test_multi_label_loss_matches_slow_reference():
+    image, prompts = _normed(5, 8, seed=1), _normed(5, 3, 8, seed=2)
+    scale = torch.tensor(7.5, dtype=torch.float64)
+    expected = _slow_multi_label(image, prompts, scale)
+    torch.testing.assert_close(groupvit_multi_label_loss(image, prompts, scale), expected)
+    # And the official rank-wise formulation averaged over 2 simulated ranks gives the same global loss.
+    torch.testing.assert_close(_official_local_rows(image[:4], prompts[:4], scale, world=2),
+                               groupvit_multi_label_loss(image[:4], prompts[:4], scale))  # fmt: skip
+
+
+def test_multi_label_loss_is_mean_of_log_probs_not_log_of_sum():
+    image, prompts = _normed(3, 4, seed=3), _normed(3, 2, 4, seed=4)
+    scale = torch.tensor(5.0, dtype=torch.float64)
+    logits = scale * image @ prompts.reshape(6, 4).t()
+    log_probs = F.log_softmax(logits, dim=-1)
+    paper_form = -torch.stack([torch.logsumexp(log_probs[i, 2 * i : 2 * i + 2], 0) for i in range(3)]).mean()
+    ours_image_side = -torch.stack([log_probs[i, 2 * i : 2 * i + 2].mean() for i in range(3)]).mean()
+    text_side = F.cross_entropy(scale * prompts.reshape(6, 4) @ image.t(), torch.arange(3).repeat_interleave(2))
+    total = groupvit_multi_label_loss(image, prompts, scale)
+    torch.testing.assert_close(total, 0.5 * (ours_image_side + text_side))
+    assert not torch.isclose(total, 0.5 * (paper_form + text_side))
+
+
+def test_contrastive_loss_matches_cross_entropy():
+    image, text = _normed(4, 6, seed=5), _normed(4, 6, seed=6)
+    logits = 10.0 * image @ text.t()
+    expected = 0.5 * (F.cross_entropy(logits, torch.arange(4)) + F.cross_entropy(logits.t(), torch.arange(4)))
+    torch.testing.assert_close(groupvit_contrastive_loss(image, text, torch.tensor(10.0)), expected)
+
+
+def test_templates_are_the_clip_imagenet_sets():
+    assert len(FULL_IMAGENET_TEMPLATES) == 80 == len(set(FULL_IMAGENET_TEMPLATES))
+    assert all(t.count("{}") == 1 for t in FULL_IMAGENET_TEMPLATES)
+    assert (
+        FULL_IMAGENET_TEMPLATES[0] == "a bad photo of a {}." and FULL_IMAGENET_TEMPLATES[-1] == "a tattoo of the {}."
+    )
+    assert len(SUBSET_IMAGENET_TEMPLATES) == 7 and set(SUBSET_IMAGENET_TEMPLATES) <= set(FULL_IMAGENET_TEMPLATES)
+
+
+@pytest.mark.parametrize(
+    "caption, words",
+    [
+        ("a red circle, two yellow circles and a purple arrow", ["circle", "circles", "arrow"]),
+        ("a green half-disc", ["half-disc"]),
+        ("a small triangle pointing up is next to the big square", ["triangle", "pointing", "is", "square"]),
+        ("A dog runs on the beach", ["dog", "runs", "beach"]),
+        ("two of them", []),
+    ],
+)
+def test_lexicon_extractor_keeps_nouns_and_verbs(caption, words):
+    assert LexiconWordExtractor()(caption) == words
+
+
+def test_prompt_expansion_follows_the_official_sampling():
+    caption = "a red circle, a black triangle and an orange arrow"
+    texts = build_prompt_texts(caption, num_prompts=3, rng=np.random.default_rng(0))
+    assert len(texts) == 4 and texts[0] == caption
+    used = []
+    for prompt in texts[1:]:
+        hits = [
+            (t, w) for t in FULL_IMAGENET_TEMPLATES for w in ("circle", "triangle", "arrow") if t.format(w) == prompt
+        ]
+        assert hits, prompt
+        used.append(hits[0][1])
+    assert sorted(used) == ["arrow", "circle", "triangle"]  # without replacement
+    # Fewer words than K: the remaining slots are the raw caption.
+    assert build_prompt_texts("a green half-disc", 3, rng=np.random.default_rng(0))[2:] == ["a green half-disc"] * 2
+    # Randomness: different draws give different templates/words over many calls.
+    draws = {tuple(build_prompt_texts(caption, 2, rng=np.random.default_rng(s))) for s in range(20)}
+    assert len(draws) > 5
+
+
+def test_prompt_expansion_bad_captions():
+    assert build_prompt_texts("two of them", 2) == ["two of them"] * 3  # official: fill with the caption
+    with pytest.raises(ValueError, match="no nouns or verbs"):
+        build_prompt_texts("two of them", 2, no_word_policy="error")
+    with pytest.raises(ValueError, match="non-empty string"):
+        build_prompt_texts("   ", 2)
+    with pytest.raises(ValueError, match="no_word_policy"):
+        build_prompt_texts("a dog", 2, no_word_policy="skip")
+
+
+def test_custom_word_extractor_is_used():
+    texts = build_prompt_texts("anything", 2, word_extractor=lambda text: ["zebra"], templates=("x {} y",))
+    assert texts == ["anything", "x zebra y", "anything"]
+
+
+# ------------------------------------------------------------------------------------------- two processes
+
+
+def _model_and_batch():
+    torch.manual_seed(0)
+    config = get_variant("groupvit").tiny_config()
+    model = ClipzooGroupViTModel(ClipzooGroupViTConfig(**{**config.to_dict(), "multi_label": 2})).double().eval()
+    generator = torch.Generator().manual_seed(1)
+    input_ids = torch.randint(3, 64, (4, 3, 8), generator=generator)
+    input_ids[..., -1] = config.text_config.eos_token_id
+    return model, input_ids, torch.randn(4, 3, 32, 32, generator=generator, dtype=torch.float64)
+
+
+def _two_processes_equal_one():
+    AcceleratorState._reset_state(reset_partial_state=True)
+    accelerator = Accelerator()
+    assert get_world_size() == 2
+    model, input_ids, pixels = _model_and_batch()
+    # eval(): BatchNorm uses running statistics and the grouping is deterministic, so the two runs are comparable.
+    ref_loss = model.loss_from_outputs(model(input_ids=input_ids, pixel_values=pixels))  # no gathering
+    ref_loss.backward()
+    ref_grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+    ref_loss = ref_loss.detach()
+
+    model, input_ids, pixels = _model_and_batch()
+    ddp = accelerator.prepare(model)
+    rows = slice(2 * get_rank(), 2 * get_rank() + 2)
+    outputs = ddp(input_ids=input_ids[rows], pixel_values=pixels[rows])
+    loss = model.loss_from_outputs(outputs, gather=gather_features)
+    accelerator.backward(loss)
+    torch.testing.assert_close(loss.detach(), ref_loss, atol=1e-8, rtol=0)
+    assert outputs.multi_label_loss is not None
+    for name, param in model.named_parameters():
+        torch.testing.assert_close(param.grad, ref_grads[name], atol=1e-8, rtol=0, msg=lambda m, n=name: f"{n}: {m}")
+
+
+def test_total_loss_two_processes_equals_single_process():
+    # A fresh interpreter forks the 2 ranks: forking this pytest process after it ran torch ops deadlocks the
+    # children in the inherited OpenMP pool (first conv of the forward).
+    script = (
+        f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import test_groupvit_loss as t; "
+        "from accelerate import debug_launcher; debug_launcher(t._two_processes_equal_one, num_processes=2)"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]

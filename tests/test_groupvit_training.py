@@ -1,0 +1,103 @@
+"""GroupViT training hook, collator, evaluate/segment hooks and the LoRA preset."""
+
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model
+from PIL import Image
+
+from clipzoo.modeling.modeling_groupvit import ClipzooGroupViTModel
+from clipzoo.training.groupvit import (
+    GroupViTCollator,
+    GroupViTModelArguments,
+    build_model_and_processor,
+    evaluate,
+    segment_cli,
+    train,
+)
+from clipzoo.variants import get_variant
+
+
+TINY_MODEL = {
+    "image_size": 32, "patch_size": 8, "hidden_size": 32, "depths": [1, 1, 1], "num_group_tokens": [8, 4, 0],
+    "num_output_groups": [8, 4, 4], "num_attention_heads": 2, "text_hidden_size": 32, "text_layers": 1,
+    "text_heads": 2, "projection_dim": 16, "projection_intermediate_dim": 32, "vocab_size": 300, "max_text_length": 16,
+}  # fmt: skip
+
+
+def test_collator_expands_prompts():
+    model, processor = build_model_and_processor(GroupViTModelArguments(**TINY_MODEL))
+    rows = [{"image": Image.new("RGB", (32, 32)), "caption": "a red circle and a blue square"}] * 3
+    batch = GroupViTCollator(processor, num_prompts=3, seed=0)(rows)
+    assert batch["input_ids"].shape == (3, 4, 16) and batch["return_loss"] is True
+    assert torch.isfinite(model(**batch).loss)
+    plain = GroupViTCollator(processor, num_prompts=0)(rows)
+    assert plain["input_ids"].shape == (3, 16)
+    with pytest.raises(ValueError, match="non-empty caption"):
+        GroupViTCollator(processor, 3)([{"image": Image.new("RGB", (32, 32)), "caption": ""}])
+    with pytest.raises(ValueError, match="no nouns or verbs"):
+        GroupViTCollator(processor, 3, no_word_policy="error")(
+            [{"image": Image.new("RGB", (32, 32)), "caption": "two"}]
+        )
+
+
+@pytest.mark.slow
+def test_train_evaluate_segment(tmp_path):
+    overrides = {
+        "model": TINY_MODEL,
+        "data": {"num_train": 16},
+        "training": {"max_steps": 2, "per_device_train_batch_size": 8, "save_steps": 1000, "logging_steps": 1},
+    }
+    out = train("groupvit_shapesworld", tmp_path / "model", overrides)
+    metadata = json.loads((out / "clipzoo_groupvit_training.json").read_text())
+    assert metadata["global_step"] == 2 and np.isfinite(metadata["final_loss"])
+    result = evaluate(out, num_samples=2, short_side=None, crop_size=None)
+    assert 0.0 <= result["segmentation"]["mean_iou"] <= 1.0
+    assert {"baseline_all_background", "baseline_top1_class", "zero_shot_classification_accuracy"} <= set(result)
+    image = tmp_path / "in.png"
+    Image.new("RGB", (40, 36), (200, 20, 20)).save(image)
+    args = SimpleNamespace(image=image, model=out, labels="circle,square", out=tmp_path / "overlay.png")
+    assert segment_cli(args) == {"overlay": str(tmp_path / "overlay.png")}
+    assert Image.open(tmp_path / "overlay.png").size == (40, 36)
+    with pytest.raises(ValueError, match="duplicates"):
+        segment_cli(SimpleNamespace(image=image, model=out, labels="circle,circle", out=tmp_path / "x.png"))
+
+
+def test_lora_preset_wraps_trains_saves_reloads(tmp_path):
+    row = get_variant("groupvit")
+    config = row.tiny_config()
+    torch.manual_seed(0)
+    model = get_peft_model(ClipzooGroupViTModel(config), LoraConfig(r=4, target_modules=row.lora_target_modules))
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n for n in trainable)
+    assert any("text_model" in n for n in trainable) and any("vision_model" in n for n in trainable)
+    assert not any("downsample" in n for n in trainable)  # grouping blocks untouched
+    inputs = row.tiny_inputs(config, 0)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    model.eval()  # deterministic grouping for a comparable loss
+    first = model(**inputs, return_loss=True).loss
+    for _ in range(3):
+        optimizer.zero_grad()
+        model(**inputs, return_loss=True).loss.backward()
+        optimizer.step()
+    assert model(**inputs, return_loss=True).loss < first
+    model.save_pretrained(tmp_path)
+    torch.manual_seed(0)
+    reloaded = PeftModel.from_pretrained(ClipzooGroupViTModel(config), tmp_path).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(**inputs).logits_per_image, model(**inputs).logits_per_image)
+
+
+def test_nltk_extractor_needs_nltk():
+    try:
+        import nltk  # noqa: F401
+    except ImportError:
+        from clipzoo.training.groupvit import NLTKWordExtractor
+
+        with pytest.raises(ImportError, match="LexiconWordExtractor"):
+            NLTKWordExtractor()
+    else:
+        pytest.skip("nltk is installed")
