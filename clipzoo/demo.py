@@ -171,7 +171,7 @@ def demo_ape(work: Path, backbone: Path) -> dict[str, Any]:
             "metric_name": "Top-1 accuracy",
         },
     )
-    images = shapesworld("classification", 2, seed=7, split="heldout")["image"]
+    images = list(shapesworld("classification", 2, seed=7, split="heldout")["image"])
     pixels = AutoImageProcessor.from_pretrained(folder)(images=images, return_tensors="pt")["pixel_values"]
     reload = _reload_and_compare(folder, {"pixel_values": pixels}, "logits", "AutoModelForImageClassification")
     return {"accuracy_16shot": value, "num_classes": metrics["num_classes"], **reload}

@@ -314,6 +314,7 @@ def _groupvit_row() -> Variant:
         default_recipe="groupvit_shapesworld",
         train="clipzoo.training.groupvit:train",
         evaluate="clipzoo.training.groupvit:evaluate",
+        demo="clipzoo.demo:demo_groupvit",
         lora_target_modules=r".*(text_model|vision_model)\.encoder\..*self_attn\.(q_proj|k_proj|v_proj|out_proj)",
     )
 
