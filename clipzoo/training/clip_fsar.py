@@ -270,6 +270,7 @@ def train(
 
     args = _load_args(recipe, output_dir, overrides)
     model_args, data_args, optim, training = args["model"], args["data"], args["optim"], args["training"]
+    torch.manual_seed(training.seed)  # the new layers are initialised before the Trainer seeds anything
     training.label_names = ["labels"]  # `support_labels` is an input, not a label
     if training.per_device_train_batch_size != 1 or training.per_device_eval_batch_size != 1:
         raise ValueError("CLIP-FSAR batches hold one episode: set per_device_{train,eval}_batch_size to 1.")
