@@ -540,6 +540,18 @@ def to_eval_results(rows: Iterable[Mapping[str, Any] | EvalResult]) -> list[Eval
     return results
 
 
+def _split_usage(text: str) -> tuple[str, str]:
+    """Splits a variant's `## Usage` section out of its card text, so it replaces the template's generic snippet."""
+    lines = text.strip().splitlines()
+    start = next((i for i, line in enumerate(lines) if line.strip() == "## Usage"), None)
+    if start is None:
+        return text.strip(), ""
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+    usage = "\n".join(lines[start + 1 : end]).strip()
+    rest = "\n".join(lines[:start] + lines[end:]).strip()
+    return rest, usage
+
+
 def render_model_card(
     card: CardFacts,
     *,
@@ -583,6 +595,9 @@ def render_model_card(
         eval_results=results or None,
     )
     extra_path = MODEL_CARDS_DIR / f"{slug}.md"
+    variant_text, variant_usage = _split_usage(extra_path.read_text(encoding="utf-8") if extra_path.is_file() else "")
+    if variant_usage and "usage" not in variables:
+        variables["usage"] = variant_usage
     template_vars = {
         "title": card.title,
         "slug": slug,
@@ -599,7 +614,7 @@ def render_model_card(
         "remote_code": remote_code,
         "repo_id": f"<namespace>/{model_name}",
         "eval_results": results,
-        "variant_text": extra_path.read_text(encoding="utf-8").strip() if extra_path.is_file() else "",
+        "variant_text": variant_text,
         **variables,
     }
     template = Path(template_path) if template_path is not None else MODEL_CARDS_DIR / "template.md"

@@ -729,3 +729,13 @@ def test_variant_export_reloads_with_remote_code(slug, blocked_round_trip):
     assert card.data.pipeline_tag == variant.pipeline_tag
     assert card.data.library_name == "clipzoo"
     assert card.data.eval_results == [EvalResult(**EVAL_ROWS[0])]
+
+
+def test_variant_usage_section_replaces_the_generic_snippet():
+    from clipzoo.hub import render_model_card
+    from clipzoo.variants import get_variant
+
+    text = str(render_model_card(get_variant("clip_fsar").card, slug="clip_fsar", pipeline_tag="video-classification"))
+    assert text.count("## Usage") == 1
+    assert "support_videos=" in text  # the variant's own snippet
+    assert "## Protocol" in text  # the rest of the variant text is kept
