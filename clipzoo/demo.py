@@ -77,7 +77,7 @@ def run_demo(out: str | Path = "demo_out", backbone: str | Path | None = None, o
     """Runs every stage, prints a summary table, writes `out/summary.json` and returns the summary."""
     from clipzoo.variants import _load, resolve_hook
 
-    out = Path(out)
+    out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     summary: dict[str, dict[str, Any]] = {}
     start = time.perf_counter()

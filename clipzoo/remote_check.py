@@ -72,7 +72,9 @@ def remote_code_outputs(
         env = {**os.environ, "HF_HOME": os.path.join(tmp, "hf_home"), "HF_HUB_OFFLINE": "1"}
         env.pop("PYTHONPATH", None)
         proc = subprocess.run(
-            [sys.executable, "-c", _SCRIPT, str(folder), inputs_path, out_path, auto_class, ",".join(output_keys)],
+            # The child runs in a scratch folder (so the checkout's clipzoo/ is not importable): paths must be absolute.
+            [sys.executable, "-c", _SCRIPT, str(Path(folder).resolve()), inputs_path, out_path, auto_class]
+            + [",".join(output_keys)],
             capture_output=True,
             text=True,
             env=env,

@@ -22,3 +22,18 @@ def test_backbone_eval_via_cli(tiny_backbone_dir, capsys):
     assert main(["evaluate", "backbone", "--model", str(tiny_backbone_dir), "--num-samples", "42"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["num_samples"] == 42 and abs(result["chance"] - 1 / result["num_classes"]) < 1e-9
+
+
+def test_remote_check_accepts_a_relative_folder(tmp_path, tiny_backbone_dir, monkeypatch):
+    """`clipzoo demo` writes to the relative `demo_out/`; the clean subprocess runs elsewhere."""
+    import shutil
+
+    import torch
+
+    from clipzoo.remote_check import remote_code_outputs
+
+    shutil.copytree(tiny_backbone_dir, tmp_path / "bb", ignore=shutil.ignore_patterns("trainer"))
+    monkeypatch.chdir(tmp_path)
+    inputs = {"input_ids": torch.tensor([[0, 5, 1]]), "pixel_values": torch.zeros(1, 3, 32, 32)}
+    outputs, class_path = remote_code_outputs("bb", inputs, ["logits_per_image"])
+    assert outputs["logits_per_image"].shape == (1, 1) and class_path.startswith("transformers.")
