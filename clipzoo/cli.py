@@ -50,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--recipe", default=None, help="Recipe name or YAML file (default: the variant's).")
     train.add_argument("--output-dir", required=True, type=Path)
     train.add_argument("--max-steps", type=int, default=None)
+    train.add_argument("--backbone", default=None, help="Pretrained CLIP id/folder, for variants that start from one.")
 
     ev = sub.add_parser("evaluate", help="Evaluate a trained model; prints JSON.")
     ev.add_argument("slug", help="A variant slug, or 'backbone'.")
@@ -111,7 +112,9 @@ def _run(args: argparse.Namespace) -> int:
         from clipzoo.variants import get_variant
 
         row = get_variant(args.slug)
-        overrides = {"training": {"max_steps": args.max_steps}} if args.max_steps else None
+        overrides = {"training": {"max_steps": args.max_steps}} if args.max_steps else {}
+        if args.backbone:
+            overrides["model"] = {"backbone": args.backbone}
         out = _hook(args.slug, "train")(
             args.recipe or row.default_recipe, output_dir=args.output_dir, overrides=overrides
         )

@@ -70,3 +70,14 @@ def test_push_offline_fails_fast_with_a_clear_message(capsys, tmp_path):
     (tmp_path / "config.json").write_text("{}")
     code, _, err = _run(["push", "--folder", str(tmp_path), "--repo-id", "me/x"], capsys)
     assert code == 2 and "offline" in err.lower()
+
+
+def test_train_and_evaluate_ape_with_a_backbone_flag(capsys, tmp_path, tiny_backbone_dir):
+    code, out, err = _run(["train", "ape", "--recipe", "ape_shapesworld", "--backbone", str(tiny_backbone_dir),
+                           "--output-dir", str(tmp_path / "ape")], capsys)  # fmt: skip
+    assert code == 0, err
+    assert json.loads(out)["model"] == str(tmp_path / "ape")
+    code, out, err = _run(["evaluate", "ape", "--model", str(tmp_path / "ape"), "--num-samples", "50"], capsys)
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["num_samples"] == 50 and result["num_classes"] == 14 and 0.0 <= result["accuracy"] <= 1.0
