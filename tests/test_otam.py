@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from clipzoo.modeling import alignment
 from clipzoo.modeling.alignment import (
     frame_cosine_similarity,
     frame_distances,
@@ -15,9 +16,18 @@ from clipzoo.modeling.alignment import (
 SHAPES = [(8, 8), (1, 5), (5, 1), (3, 7), (7, 3), (2, 2)]
 
 
+@pytest.fixture(params=["row_products", "anti_diagonal"])
+def otam_path(request, monkeypatch):
+    """Runs a test on both evaluations: the float64 row products (default) and the log-domain anti-diagonal sweep
+    (forced by an exponent budget below zero)."""
+    if request.param == "anti_diagonal":
+        monkeypatch.setattr(alignment, "_EXP_DOMAIN_LIMIT", -1.0)
+    return request.param
+
+
 @pytest.mark.parametrize("lbda", [0.5, 0.1])
 @pytest.mark.parametrize("frames", SHAPES)
-def test_matches_reference_values_and_gradients(frames, lbda):
+def test_matches_reference_values_and_gradients(frames, lbda, otam_path):
     torch.manual_seed(sum(frames))
     dists = (torch.rand(3, 4, *frames, dtype=torch.float64) * 2).requires_grad_(True)
     ours = otam_cumulative_distance(dists, lbda)
@@ -35,7 +45,26 @@ def test_hand_computed_single_row():
     assert otam_cumulative_distance(dists, 0.5).item() == pytest.approx(1.75, abs=1e-6)
 
 
-def test_column_zero_is_a_free_start():
+def test_large_distances_fall_back_to_the_log_domain(monkeypatch):
+    # exp(-cum / lambda) would leave float64's range for the row products here: the log-domain sweep takes over.
+    torch.manual_seed(4)
+    dists = (torch.rand(2, 3, 3, 3, dtype=torch.float64) * 60).requires_grad_(True)
+    calls = []
+    original = alignment._OTAMFunction.apply
+    monkeypatch.setattr(alignment._OTAMFunction, "apply", staticmethod(lambda *a: calls.append(1) or original(*a)))
+    ours = otam_cumulative_distance(dists, 0.5)
+    assert calls == [1]
+    reference = otam_cumulative_distance_reference(dists, 0.5)
+    assert torch.isfinite(reference).all()
+    torch.testing.assert_close(ours, reference, atol=1e-6, rtol=0)
+    (grad_ours,) = torch.autograd.grad(ours.sum(), dists)
+    (grad_reference,) = torch.autograd.grad(reference.sum(), dists)
+    torch.testing.assert_close(grad_ours, grad_reference, atol=1e-6, rtol=0)
+    otam_cumulative_distance(dists.detach() / 60, 0.5)  # distances in [0, 1]: the row path
+    assert calls == [1]
+
+
+def test_column_zero_is_a_free_start(otam_path):
     # With a zero-cost path along support frame 1 only from the second query frame on, the free start at padding
     # column 0 lets the alignment skip the expensive first query row entirely.
     dists = torch.full((1, 1, 4, 4), 2.0, dtype=torch.float64)
@@ -45,7 +74,7 @@ def test_column_zero_is_a_free_start():
 
 
 @pytest.mark.parametrize("lbda,dtype", [(0.1, torch.float32), (0.5, torch.float16)])
-def test_official_form_overflows_ours_does_not(lbda, dtype):
+def test_official_form_overflows_ours_does_not(lbda, dtype, otam_path):
     dists = torch.full((2, 3, 8, 8), 2.0, requires_grad=True)
     official = otam_cumulative_distance_reference(dists.detach().to(dtype), lbda)
     assert torch.isinf(official).all()  # the documented failure of exp/log
@@ -57,7 +86,7 @@ def test_official_form_overflows_ours_does_not(lbda, dtype):
     assert torch.isfinite(dists.grad).all()
 
 
-def test_float32_under_bfloat16_autocast():
+def test_float32_under_bfloat16_autocast(otam_path):
     torch.manual_seed(0)
     dists = torch.rand(5, 5, 8, 8) * 2
     expected = otam_distance(dists, 0.5)
@@ -68,7 +97,7 @@ def test_float32_under_bfloat16_autocast():
 
 
 @pytest.mark.parametrize("frames", [(8, 8), (4, 6)])
-def test_bidirectional_is_sum_of_both_directions(frames):
+def test_bidirectional_is_sum_of_both_directions(frames, otam_path):
     torch.manual_seed(1)
     dists = torch.rand(2, 3, *frames, dtype=torch.float64) * 2
     expected = otam_cumulative_distance_reference(dists, 0.5) + otam_cumulative_distance_reference(
@@ -80,7 +109,7 @@ def test_bidirectional_is_sum_of_both_directions(frames):
     )
 
 
-def test_batched_equals_per_pair():
+def test_batched_equals_per_pair(otam_path):
     torch.manual_seed(2)
     dists = torch.rand(4, 5, 8, 8) * 2
     batched = otam_distance(dists)
