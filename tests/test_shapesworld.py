@@ -349,3 +349,18 @@ def test_actions_dataset_labels_and_reversals():
         assert len(row["frames"]) == 4
     seen = shapesworld("actions", 7, split="seen", num_frames=3)
     assert seen.features["label"].names == class_names("actions", "seen")
+
+
+def test_object_scale_enlarges_objects_and_is_checked():
+    import numpy as np
+
+    plain = shapesworld("segmentation", 6, seed=3)
+    large = shapesworld("segmentation", 6, seed=3, object_scale=2.0, max_objects=2)
+    area = lambda ds: np.mean([(np.asarray(m) > 0).sum() / len(o) for m, o in zip(ds["mask"], ds["objects"])])  # noqa: E731
+    assert area(large) > 2.0 * area(plain)  # 4x in expectation; occlusion and the size draws vary
+    cls = shapesworld("classification", 4, seed=3, label_by="shape", object_scale=2.0)
+    assert all(o[0]["bbox"][2] - o[0]["bbox"][0] > 15 for o in cls["objects"])
+    with pytest.raises(ValueError, match="object_scale"):
+        shapesworld("captions", 2, object_scale=3.0)
+    with pytest.raises(ValueError, match="object_scale"):
+        shapesworld("classification", 2, object_scale=0.0)

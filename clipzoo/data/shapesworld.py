@@ -407,13 +407,14 @@ def _random_object(
     shapes: Sequence[str] = SHAPES,
     colours: Sequence[str] = tuple(COLOURS),
     sizes: Sequence[str] = tuple(SIZES),
+    scale: float = 1.0,
 ) -> ShapeObject:
     """Random attributes (position 0.5, 0.5 until placed); oriented shapes get a random orientation."""
     # Indexing with integers() is several times faster than Generator.choice on small sequences.
     shape = shapes[rng.integers(len(shapes))]
     orientation = ORIENTATIONS[rng.integers(4)] if shape in ORIENTED_SHAPES else None
     colour, size = colours[rng.integers(len(colours))], sizes[rng.integers(len(sizes))]
-    return ShapeObject(str(shape), str(colour), str(size), 0.5, 0.5, orientation=orientation)
+    return ShapeObject(str(shape), str(colour), str(size), 0.5, 0.5, orientation=orientation, scale=scale)
 
 
 def sample_scene(
@@ -425,6 +426,7 @@ def sample_scene(
     colours: Sequence[str] = tuple(COLOURS),
     min_gap: float = 0.9,
     max_tries: int = 100,
+    object_scale: float = 1.0,
 ) -> list[ShapeObject]:
     """
     Sample a scene of non-overlapping (up to corners) random objects.
@@ -436,6 +438,7 @@ def sample_scene(
         shapes (`Sequence[str]`) / colours (`Sequence[str]`): Allowed attribute values.
         min_gap (`float`, defaults to 0.9): Centres are at least `min_gap * (r1 + r2)` apart.
         max_tries (`int`, defaults to 100): Scene restarts before giving up.
+        object_scale (`float`, defaults to 1.0): Multiplies every object's radius (see `ShapeObject.scale`).
 
     Returns:
         `list[ShapeObject]`: the scene, back to front.
@@ -446,7 +449,7 @@ def sample_scene(
     for _ in range(max_tries):
         scene: list[ShapeObject] = []
         for _ in range(count):
-            placed = _place(rng, _random_object(rng, shapes, colours), scene, min_gap)
+            placed = _place(rng, _random_object(rng, shapes, colours, scale=object_scale), scene, min_gap)
             if placed is None:
                 break
             scene.append(placed)
@@ -655,14 +658,19 @@ def _scene_columns(
     max_objects: int = 4,
     noise: float = 0.0,
     min_gap: float = 0.9,
+    object_scale: float = 1.0,
 ) -> tuple[dict[str, list], dict]:
     if not 1 <= min_objects <= max_objects:
         raise ValueError(f"need 1 <= min_objects <= max_objects, got {min_objects}, {max_objects}")
+    if not 0 < object_scale <= 2.5:
+        raise ValueError(f"object_scale must be in (0, 2.5] (larger objects cannot fit the image), got {object_scale}")
     columns: dict[str, list] = {"image": [], "caption": [], "long_caption": [], "objects": [], "num_objects": []}
     if task == "segmentation":
         columns["mask"] = []
     for rng in _sample_rngs(seed, task, num_samples):
-        scene = sample_scene(rng, min_objects=min_objects, max_objects=max_objects, min_gap=min_gap)
+        scene = sample_scene(
+            rng, min_objects=min_objects, max_objects=max_objects, min_gap=min_gap, object_scale=object_scale
+        )
         image, mask, bboxes = _render(scene, image_size, _background(rng, image_size, noise))
         columns["image"].append(_encode_png(image))
         columns["caption"].append(short_caption(scene))
@@ -692,21 +700,24 @@ def _classification_columns(
     num_distractors: int = 0,
     noise: float = 0.0,
     min_gap: float = 0.9,
+    object_scale: float = 1.0,
 ) -> tuple[dict[str, list], dict]:
+    if not 0 < object_scale <= 2.5:
+        raise ValueError(f"object_scale must be in (0, 2.5] (larger objects cannot fit the image), got {object_scale}")
     names = class_names("classification", split, label_by)
     columns: dict[str, list] = {"image": [], "label": [], "caption": [], "objects": []}
     for index, rng in enumerate(_sample_rngs(seed, "classification", num_samples)):
         # Labels cycle through the classes, so every class has num_samples // num_classes (+1) images.
         label = index % len(names)
         colour, shape = names[label].split(" ") if label_by == "shape_colour" else (None, names[label])
-        target = _random_object(rng, [shape], [colour] if colour else tuple(COLOURS))
+        target = _random_object(rng, [shape], [colour] if colour else tuple(COLOURS), scale=object_scale)
         if num_distractors:
             target = dataclasses.replace(target, size="large")
         scene = [_place(rng, target, [], min_gap)]
         for _ in range(100 * (num_distractors + 1)):
             if len(scene) == num_distractors + 1:
                 break
-            candidate = _random_object(rng, sizes=["small"])
+            candidate = _random_object(rng, sizes=["small"], scale=object_scale)
             clash = candidate.shape == shape and (label_by == "shape" or candidate.colour == colour)
             placed = None if clash else _place(rng, candidate, scene, min_gap)
             if placed is not None:
@@ -736,11 +747,12 @@ def shapesworld(task: str, num_samples: int, seed: int = 0, image_size: int = 64
     Args:
         task (`str`): One of `TASKS`:
             - `"captions"`: columns `image`, `caption`, `long_caption`, `objects`, `num_objects`.
-              kwargs: `min_objects=1`, `max_objects=4`, `noise=0.0`, `min_gap=0.9`.
+              kwargs: `min_objects=1`, `max_objects=4`, `noise=0.0`, `min_gap=0.9`, `object_scale=1.0`.
             - `"segmentation"`: the captions columns plus `mask` (`Image(mode="L")`, ids of `SEGMENTATION_CLASSES`).
             - `"classification"`: `image`, `label` (`ClassLabel` of `class_names("classification", split,
               label_by)`), `caption`, `objects`. kwargs: `split="all"`, `label_by="shape_colour"`,
-              `num_distractors=0` (small objects of other classes; the class object is then large), `noise`, `min_gap`.
+              `num_distractors=0` (small objects of other classes; the class object is then large), `noise`, `min_gap`,
+              `object_scale`.
             - `"pairs"`: `image_a`, `image_b`, `statement_a`, `statement_b`, `attribute`, `objects_a`, `objects_b`.
               kwargs: `attributes=PAIR_ATTRIBUTES` (cycled), `max_distractors=2`, `noise`, `min_gap`.
             - `"actions"`: `frames` (list of `Image`), `label` (`ClassLabel` of `class_names("actions", split)`),

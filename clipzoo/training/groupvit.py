@@ -92,9 +92,18 @@ class GroupViTModelArguments:
 
 @dataclass
 class GroupViTDataArguments:
+    """ShapesWorld captions to train on. The scene options (`min_objects`, `max_objects`, `object_scale`) are saved
+    with the model, and `evaluate` draws its segmentation and classification images with the same options."""
+
     num_train: int = 8000
     seed: int = 0
     no_word_policy: str = "fill"
+    min_objects: int = 1
+    max_objects: int = 4
+    object_scale: float = 1.0
+
+    def scene_options(self) -> dict[str, Any]:
+        return {"min_objects": self.min_objects, "max_objects": self.max_objects, "object_scale": self.object_scale}
 
 
 def _corpus() -> list[str]:
@@ -168,7 +177,7 @@ def train(recipe: str | Path, output_dir: str | Path, overrides: dict[str, dict[
     """`clipzoo train groupvit`: trains from scratch on ShapesWorld captions and saves model + processor."""
     from clipzoo.data.shapesworld import shapesworld
     from clipzoo.training.recipes import load_recipe
-    from clipzoo.training.trainer import ClipzooTrainer
+    from clipzoo.training.trainer import ClipzooTrainer, sync_batchnorm
 
     output_dir = Path(output_dir)
     overrides = {k: dict(v) for k, v in (overrides or {}).items()}
@@ -179,7 +188,11 @@ def train(recipe: str | Path, output_dir: str | Path, overrides: dict[str, dict[
     torch.manual_seed(training_args.seed)
     start = time.perf_counter()
     model, processor = build_model_and_processor(model_args)
-    dataset = shapesworld("captions", data_args.num_train, seed=data_args.seed, image_size=model_args.image_size)
+    model = sync_batchnorm(model, training_args.world_size, training_args.device.type)
+    dataset = shapesworld(
+        "captions", data_args.num_train, seed=data_args.seed, image_size=model_args.image_size,
+        **data_args.scene_options(),
+    )  # fmt: skip
     collator = GroupViTCollator(processor, model_args.multi_label, data_args.seed, data_args.no_word_policy)
     trainer = ClipzooTrainer(
         model=model, args=training_args, train_dataset=dataset.select_columns(["image", "caption"]),
@@ -251,7 +264,8 @@ def evaluate(
     processor = ClipzooGroupViTProcessor.from_pretrained(model_dir)
     n = num_samples or 200
     image_size = model.config.vision_config.image_size
-    seg = shapesworld("segmentation", n, seed=seed, image_size=image_size)
+    scene = _training_scene_options(model_dir)
+    seg = shapesworld("segmentation", n, seed=seed, image_size=image_size, **scene)
     images = [row.convert("RGB") for row in seg["image"]]
     masks = [np.asarray(mask, dtype=np.int64) for mask in seg["mask"]]
     names = check_labels(list(SEGMENTATION_CLASSES[1:]))
@@ -265,14 +279,26 @@ def evaluate(
     result["baseline_all_background"] = _miou([np.zeros_like(m) for m in masks], masks, num_labels)
     result["baseline_top1_class"] = _miou(_top1_class_maps(model, processor, images, names), masks, num_labels)
 
-    cls = shapesworld("classification", n, seed=seed + 1, image_size=image_size, label_by="shape")
+    cls = shapesworld(
+        "classification", n, seed=seed + 1, image_size=image_size, label_by="shape",
+        object_scale=scene.get("object_scale", 1.0),
+    )  # fmt: skip
     text = class_text_embeddings(model, processor.tokenizer, list(SHAPES))
     pixels = processor.image_processor([im.convert("RGB") for im in cls["image"]], return_tensors="pt")["pixel_values"]
     scores = F.normalize(model.get_image_features(pixels), dim=-1) @ text.t()
     accuracy = ZeroShotAccuracy().compute(predictions=scores.tolist(), references=list(cls["label"]))
     result["zero_shot_classification_accuracy"] = float(accuracy["accuracy"])
     result["segmentation_settings"] = vars(settings)
+    result["scene_options"] = scene
     return result
+
+
+def _training_scene_options(model_dir: str | Path) -> dict[str, Any]:
+    """The ShapesWorld scene options the model was trained on (from its training metadata; defaults if absent)."""
+    path = Path(model_dir) / METADATA_FILE
+    defaults = GroupViTDataArguments()
+    data = json.loads(path.read_text()).get("data", {}) if path.is_file() else {}
+    return {key: data.get(key, value) for key, value in defaults.scene_options().items()}
 
 
 def segment(image_path: str | Path, model_dir: str | Path, labels, out: str | Path, **settings) -> Path:
