@@ -73,6 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--model", required=True, type=Path)
     seg.add_argument("--labels", required=True, help="Comma-separated class names.")
     seg.add_argument("--out", required=True, type=Path)
+    seg.add_argument("--background-threshold", type=float, default=0.95, help="0.95 VOC/COCO, 0.35 Context.")
+    seg.add_argument("--short-side", type=int, default=448, help="Resize the short side to this (0: keep the size).")
+    seg.add_argument("--crop-size", type=int, default=448, help="Sliding-window size (0: one window).")
+    seg.add_argument("--stride", type=int, default=224, help="Sliding-window stride.")
 
     cv = sub.add_parser("classify-video", help="Few-shot classify one video against a labelled support folder.")
     cv.add_argument("video", type=Path)
@@ -144,7 +148,11 @@ def _run(args: argparse.Namespace) -> int:
         from clipzoo.training.groupvit import segment
 
         labels = [label.strip() for label in args.labels.split(",")]
-        print(json.dumps(segment(args.image, args.model, labels, args.out), default=str))
+        settings = {
+            "background_threshold": args.background_threshold, "short_side": args.short_side or None,
+            "crop_size": args.crop_size or None, "stride": args.stride,
+        }  # fmt: skip
+        print(json.dumps(segment(args.image, args.model, labels, args.out, **settings), default=str))
     elif args.command == "classify-video":
         from clipzoo.training.clip_fsar import classify_video
 

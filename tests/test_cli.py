@@ -81,3 +81,30 @@ def test_train_and_evaluate_ape_with_a_backbone_flag(capsys, tmp_path, tiny_back
     assert code == 0, err
     result = json.loads(out)
     assert result["num_samples"] == 50 and result["num_classes"] == 14 and 0.0 <= result["accuracy"] <= 1.0
+
+
+def test_segment_writes_an_overlay_and_rejects_bad_labels(capsys, tmp_path):
+    from PIL import Image
+
+    from clipzoo.training.groupvit import GroupViTModelArguments, build_model_and_processor
+
+    tiny = {
+        "image_size": 32, "patch_size": 8, "hidden_size": 32, "depths": [1, 1, 1], "num_group_tokens": [8, 4, 0],
+        "num_output_groups": [8, 4, 4], "num_attention_heads": 2, "text_hidden_size": 32, "text_layers": 1,
+        "text_heads": 2, "projection_dim": 16, "projection_intermediate_dim": 32, "vocab_size": 300,
+        "max_text_length": 16,
+    }  # fmt: skip
+    model, processor = build_model_and_processor(GroupViTModelArguments(**tiny))
+    model.save_pretrained(tmp_path / "model")
+    processor.save_pretrained(tmp_path / "model")
+    image = tmp_path / "in.png"
+    Image.new("RGB", (50, 40), (200, 20, 20)).save(image)
+    out = tmp_path / "overlay.png"
+    argv = ["segment", str(image), "--model", str(tmp_path / "model"), "--labels", "circle,square", "--out", str(out)]
+    code, stdout, _ = _run([*argv, "--short-side", "64", "--crop-size", "32", "--stride", "16"], capsys)
+    assert code == 0 and json.loads(stdout) == str(out)
+    assert Image.open(out).size == (50, 40)
+    code, _, err = _run([*argv[:-3], "circle,circle", "--out", str(out)], capsys)
+    assert code == 2 and "duplicates" in err
+    code, _, err = _run([*argv[:1], str(tmp_path / "missing.png"), *argv[2:]], capsys)
+    assert code == 2 and "missing.png" in err

@@ -101,3 +101,44 @@ def test_nltk_extractor_needs_nltk():
             NLTKWordExtractor()
     else:
         pytest.skip("nltk is installed")
+
+
+def test_official_weight_decay_grouping(tmp_path):
+    from transformers import TrainingArguments
+
+    from clipzoo.training.trainer import ClipzooTrainer
+
+    model, _ = build_model_and_processor(GroupViTModelArguments(**TINY_MODEL))
+    args = TrainingArguments(str(tmp_path), weight_decay=0.05, report_to=[], use_cpu=True)
+    trainer = ClipzooTrainer(model=model, args=args)
+    trainer.create_optimizer()
+    decayed = {id(p) for g in trainer.optimizer.param_groups if g["weight_decay"] == 0.05 for p in g["params"]}
+    params = dict(model.named_parameters())
+    expected = {n for n, p in params.items() if p.ndim != 1 and not n.endswith(".bias")}
+    assert {n for n, p in params.items() if id(p) in decayed} == expected
+    # The official pitfall: 0-D logit scales and 3-D group tokens are decayed; LayerNorm/BatchNorm weights are not.
+    assert {"logit_scale", "multi_label_logit_scale"} <= expected
+    assert any("group_token" in n for n in expected)
+    assert not any(n.endswith("layer_norm1.weight") or n.endswith("layernorm.weight") for n in expected)
+    batchnorm = [n for n, m in model.named_modules() if isinstance(m, torch.nn.BatchNorm1d)]
+    assert batchnorm and not any(n.startswith(tuple(batchnorm)) for n in expected)
+    # Through a peft wrapper the rule still applies (names carry the wrapper's prefix).
+    lora = get_peft_model(model, LoraConfig(r=2, target_modules=get_variant("groupvit").lora_target_modules))
+    names = ClipzooTrainer.get_decay_parameter_names(trainer, lora)
+    assert names and all(p.ndim != 1 for n, p in lora.named_parameters() if n in names)
+
+
+def test_sync_batchnorm_conversion(caplog):
+    from clipzoo.training.trainer import sync_batchnorm
+
+    model, _ = build_model_and_processor(GroupViTModelArguments(**TINY_MODEL))
+    keys = set(model.state_dict())
+    assert sync_batchnorm(model, 1, "cuda") is model
+    assert not any(isinstance(m, torch.nn.SyncBatchNorm) for m in model.modules())
+    with caplog.at_level("WARNING"):
+        assert sync_batchnorm(model, 2, "cpu") is model
+    assert "per process" in caplog.text
+    converted = sync_batchnorm(model, 2, "cuda")
+    synced = [m for m in converted.modules() if isinstance(m, torch.nn.SyncBatchNorm)]
+    assert len(synced) == 2 and not any(type(m) is torch.nn.BatchNorm1d for m in converted.modules())
+    assert set(converted.state_dict()) == keys

@@ -255,6 +255,9 @@ class ClipzooGroupViTPreTrainedModel(PreTrainedModel):
     _no_split_modules = ["GroupViTEncoderLayer", "ClipzooGroupViTDropPathLayer", "GroupViTTokenAssign"]
     _supports_sdpa = False
     _supports_flash_attn = False
+    # The official optimiser (`utils/optimizer.py::set_weight_decay`): no decay for 1-D parameters and `*.bias` only,
+    # so the 0-D logit scales, the group tokens and the position embeddings are decayed. `ClipzooTrainer` reads this.
+    weight_decay_rule = "exclude_1d_and_bias"
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:

@@ -24,7 +24,35 @@ from clipzoo.modeling import losses
 
 logger = logging.get_logger(__name__)
 
-__all__ = ["ClipzooTrainer"]
+__all__ = ["ClipzooTrainer", "sync_batchnorm"]
+
+
+def sync_batchnorm(model: torch.nn.Module, world_size: int, device_type: str) -> torch.nn.Module:
+    """BatchNorm -> `torch.nn.SyncBatchNorm` for multi-process training on accelerators, as the official GroupViT does.
+
+    torch's SyncBatchNorm has no CPU kernel, so under several CPU processes the BatchNorm statistics stay per process
+    (a warning says so). The converted modules keep their parameter and buffer names, so checkpoints load into the
+    plain model.
+
+    Args:
+        model (`torch.nn.Module`): the model; converted in place where possible.
+        world_size (`int`): number of training processes.
+        device_type (`str`): `"cuda"`, `"xpu"`, `"cpu"`, ...
+
+    Returns:
+        `torch.nn.Module`: the model to train.
+    """
+    has_batchnorm = any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    if world_size <= 1 or not has_batchnorm:
+        return model
+    if device_type == "cpu":
+        logger.warning(
+            "Training on %d CPU processes: torch's SyncBatchNorm needs an accelerator, so BatchNorm statistics are per "
+            "process (the official recipe synchronises them).",
+            world_size,
+        )
+        return model
+    return torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
 
 
 def _clip_loss_from_outputs(model: torch.nn.Module, outputs: Any) -> torch.Tensor:
@@ -55,6 +83,19 @@ class ClipzooTrainer(Trainer):
         super().__init__(*args, **kwargs)
         # Our losses are per-batch means; never pass `num_items_in_batch` into a forward that happens to take **kwargs.
         self.model_accepts_loss_kwargs = False
+
+    def get_decay_parameter_names(self, model: torch.nn.Module) -> list[str]:
+        """The model's own weight-decay grouping when it declares one (`weight_decay_rule`), else the Trainer's.
+
+        `"exclude_1d_and_bias"` (GroupViT's official optimiser): every parameter is decayed except 1-D ones and names
+        ending in `.bias`. peft wrappers forward the attribute to the base model.
+        """
+        rule = getattr(model, "weight_decay_rule", None)
+        if rule is None:
+            return super().get_decay_parameter_names(model)
+        if rule != "exclude_1d_and_bias":
+            raise ValueError(f"Unknown weight_decay_rule {rule!r} on {type(model).__name__}.")
+        return [name for name, p in model.named_parameters() if not (p.ndim == 1 or name.endswith(".bias"))]
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if losses.get_world_size() <= 1 or not self.model.training:
