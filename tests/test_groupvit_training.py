@@ -142,3 +142,20 @@ def test_sync_batchnorm_conversion(caplog):
     synced = [m for m in converted.modules() if isinstance(m, torch.nn.SyncBatchNorm)]
     assert len(synced) == 2 and not any(type(m) is torch.nn.BatchNorm1d for m in converted.modules())
     assert set(converted.state_dict()) == keys
+
+
+def test_collator_with_deit_augmentation():
+    from clipzoo.processing.augmentation import DeiTTrainTransform
+
+    _, processor = build_model_and_processor(GroupViTModelArguments(**TINY_MODEL))
+    rows = [{"image": Image.new("RGB", (40, 40), (30 * i, 100, 200)), "caption": "a red circle"} for i in range(3)]
+    plain = GroupViTCollator(processor, num_prompts=3, seed=0)(rows)
+    augmented = GroupViTCollator(processor, 3, seed=0, image_transform=DeiTTrainTransform(32, seed=0))(rows)
+    assert augmented["pixel_values"].shape == plain["pixel_values"].shape == (3, 3, 32, 32)
+    assert not torch.allclose(augmented["pixel_values"], plain["pixel_values"])
+    torch.testing.assert_close(augmented["input_ids"], plain["input_ids"])
+
+
+def test_train_rejects_unknown_augmentation(tmp_path):
+    with pytest.raises(ValueError, match="augmentation"):
+        train("groupvit_shapesworld", tmp_path, {"model": TINY_MODEL, "data": {"augmentation": "mixup"}})

@@ -101,6 +101,9 @@ class GroupViTDataArguments:
     min_objects: int = 1
     max_objects: int = 4
     object_scale: float = 1.0
+    augmentation: str = "none"  # "deit": the official DeiT-style augmentation (`DeiTTrainTransform`)
+    rand_augment: str | None = "rand-m9-mstd0.5-inc1"
+    crop_scale: list[float] = field(default_factory=lambda: [0.08, 1.0])
 
     def scene_options(self) -> dict[str, Any]:
         return {"min_objects": self.min_objects, "max_objects": self.max_objects, "object_scale": self.object_scale}
@@ -151,10 +154,14 @@ class GroupViTCollator:
         num_prompts (`int`): K; 0 gives plain `(batch, seq)` captions (no multi-label loss).
         seed (`int`, *optional*, defaults to 0): seed of the prompt sampling (words and templates).
         no_word_policy (`str`, *optional*, defaults to `"fill"`): see `build_prompt_texts`.
+        image_transform (`Callable[[PIL.Image.Image], torch.Tensor]`, *optional*): training augmentation returning
+            normalised `(3, H, W)` pixels (e.g. [`~clipzoo.processing.augmentation.DeiTTrainTransform`]); by default
+            the processor's deterministic resize + normalise.
     """
 
-    def __init__(self, processor, num_prompts: int, seed: int = 0, no_word_policy: str = "fill"):
+    def __init__(self, processor, num_prompts: int, seed: int = 0, no_word_policy: str = "fill", image_transform=None):
         self.processor, self.num_prompts, self.no_word_policy = processor, num_prompts, no_word_policy
+        self.image_transform = image_transform
         self.rng = np.random.default_rng(seed)
         self.max_length = processor.tokenizer.model_max_length
 
@@ -165,10 +172,12 @@ class GroupViTCollator:
             if not isinstance(caption, str) or not caption.strip():
                 raise ValueError(f"Caption {i} of the batch is {caption!r}; every image needs a non-empty caption.")
         batch = self.processor(
-            images=images, text=captions, expand_prompts=self.num_prompts > 0, num_prompts=self.num_prompts,
-            rng=self.rng, no_word_policy=self.no_word_policy, padding="max_length", truncation=True,
-            max_length=self.max_length,
+            images=None if self.image_transform else images, text=captions, expand_prompts=self.num_prompts > 0,
+            num_prompts=self.num_prompts, rng=self.rng, no_word_policy=self.no_word_policy, padding="max_length",
+            truncation=True, max_length=self.max_length,
         )  # fmt: skip
+        if self.image_transform is not None:
+            batch["pixel_values"] = torch.stack([self.image_transform(image) for image in images])
         batch["return_loss"] = True
         return batch
 
@@ -185,6 +194,16 @@ def train(recipe: str | Path, output_dir: str | Path, overrides: dict[str, dict[
     sections = {"model": GroupViTModelArguments, "data": GroupViTDataArguments, "training": TrainingArguments}
     args = load_recipe(recipe, sections, overrides)
     model_args, data_args, training_args = args["model"], args["data"], args["training"]
+    transform = None
+    if data_args.augmentation == "deit":
+        from clipzoo.processing.augmentation import DeiTTrainTransform
+
+        transform = DeiTTrainTransform(
+            model_args.image_size, scale=tuple(data_args.crop_scale), rand_augment=data_args.rand_augment,
+            seed=data_args.seed,
+        )  # fmt: skip
+    elif data_args.augmentation != "none":
+        raise ValueError(f"data.augmentation must be 'none' or 'deit', got {data_args.augmentation!r}.")
     torch.manual_seed(training_args.seed)
     start = time.perf_counter()
     model, processor = build_model_and_processor(model_args)
@@ -193,7 +212,9 @@ def train(recipe: str | Path, output_dir: str | Path, overrides: dict[str, dict[
         "captions", data_args.num_train, seed=data_args.seed, image_size=model_args.image_size,
         **data_args.scene_options(),
     )  # fmt: skip
-    collator = GroupViTCollator(processor, model_args.multi_label, data_args.seed, data_args.no_word_policy)
+    collator = GroupViTCollator(
+        processor, model_args.multi_label, data_args.seed, data_args.no_word_policy, image_transform=transform
+    )
     trainer = ClipzooTrainer(
         model=model, args=training_args, train_dataset=dataset.select_columns(["image", "caption"]),
         data_collator=collator,
