@@ -74,6 +74,8 @@ class Variant:
         evaluate (`str`, *optional*): `"module:function"` returning a dict of metrics, called as `fn(model_dir, **kw)`.
         demo (`str`, *optional*): `"module:function"` run by `clipzoo demo`; returns a dict of summary numbers.
         lora_target_modules (`str | list[str]`, *optional*): the peft LoRA preset's `target_modules`.
+        lora_modules_to_save (`list[str]`, *optional*): modules trained in full (and saved with the adapter) under the
+            preset, e.g. a head that the backbone checkpoint does not contain.
         tiny_processor (`Callable[[], ProcessorMixin]`, *optional*): a processor matching `tiny_config`, used by the
             common tests for the save/load round trip and `AutoProcessor`.
     """
@@ -93,8 +95,24 @@ class Variant:
     evaluate: str | None = None
     demo: str | None = None
     lora_target_modules: str | list[str] | None = None
+    lora_modules_to_save: list[str] | None = None
     tiny_processor: Callable[[], Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def lora_config(self, **kwargs: Any):
+        """The variant's peft LoRA preset: `peft.LoraConfig(target_modules=..., modules_to_save=..., **kwargs)`.
+
+        Raises:
+            `ValueError`: the variant has no LoRA preset.
+        """
+        if self.lora_target_modules is None:
+            raise ValueError(f"Variant {self.slug!r} has no LoRA preset.")
+        from peft import LoraConfig
+
+        kwargs.setdefault("target_modules", self.lora_target_modules)
+        if self.lora_modules_to_save:
+            kwargs.setdefault("modules_to_save", list(self.lora_modules_to_save))
+        return LoraConfig(**kwargs)
 
     @property
     def model_type(self) -> str:
@@ -412,6 +430,9 @@ def _clip_fsar_row() -> Variant:
         evaluate="clipzoo.training.clip_fsar:evaluate",
         demo="clipzoo.demo:demo_clip_fsar",
         lora_target_modules=r".*vision_model\.vision_model\.encoder\..*self_attn\.(q_proj|k_proj|v_proj|out_proj)",
+        # The modulation Transformer is new on top of a CLIP backbone: it trains in full under the preset. The bare
+        # video-text `scale` parameter cannot be a peft module and stays at its loaded value.
+        lora_modules_to_save=["temporal_transformer"],
     )
 
 
