@@ -77,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--short-side", type=int, default=448, help="Resize the short side to this (0: keep the size).")
     seg.add_argument("--crop-size", type=int, default=448, help="Sliding-window size (0: one window).")
     seg.add_argument("--stride", type=int, default=224, help="Sliding-window stride.")
+    seg.add_argument("--assignment", choices=("soft", "hard"), default="soft", help="Chain soft (official) or hard.")
 
     cv = sub.add_parser("classify-video", help="Few-shot classify one video against a labelled support folder.")
     cv.add_argument("video", type=Path)
@@ -150,7 +151,7 @@ def _run(args: argparse.Namespace) -> int:
         labels = [label.strip() for label in args.labels.split(",")]
         settings = {
             "background_threshold": args.background_threshold, "short_side": args.short_side or None,
-            "crop_size": args.crop_size or None, "stride": args.stride,
+            "crop_size": args.crop_size or None, "stride": args.stride, "assignment": args.assignment,
         }  # fmt: skip
         print(json.dumps(segment(args.image, args.model, labels, args.out, **settings), default=str))
     elif args.command == "classify-video":

@@ -101,7 +101,9 @@ def test_segment_writes_an_overlay_and_rejects_bad_labels(capsys, tmp_path):
     Image.new("RGB", (50, 40), (200, 20, 20)).save(image)
     out = tmp_path / "overlay.png"
     argv = ["segment", str(image), "--model", str(tmp_path / "model"), "--labels", "circle,square", "--out", str(out)]
-    code, stdout, _ = _run([*argv, "--short-side", "64", "--crop-size", "32", "--stride", "16"], capsys)
+    code, stdout, _ = _run(
+        [*argv, "--short-side", "64", "--crop-size", "32", "--stride", "16", "--assignment", "hard"], capsys
+    )
     assert code == 0 and json.loads(stdout) == str(out)
     assert Image.open(out).size == (50, 40)
     code, _, err = _run([*argv[:-3], "circle,circle", "--out", str(out)], capsys)

@@ -38,6 +38,21 @@ def test_chain_matches_loops():
     torch.testing.assert_close(upsampled.sum(-1), torch.ones(1, 8, 12))  # rows of a soft assignment stay a partition
 
 
+def test_hard_chain_follows_each_stage_argmax():
+    g = torch.Generator().manual_seed(1)
+    a1 = torch.rand(2, 5, 6, generator=g).softmax(1)
+    a2 = torch.rand(2, 3, 5, generator=g).softmax(1)
+    out = chain_group_attentions([a1, a2], grid=(2, 3), size=(2, 3), hard=True)
+    for b in range(2):
+        for n in range(6):
+            final = int(a2[b, :, int(a1[b, :, n].argmax())].argmax())
+            expected = torch.zeros(3)
+            expected[final] = 1.0
+            torch.testing.assert_close(out[b, n // 3, n % 3], expected)
+    with pytest.raises(ValueError, match="assignment"):
+        SegmentationSettings(assignment="argmax")
+
+
 def _slow_class_scores(attn_map, groups, image, texts, scale, top_k, threshold):
     """The official encode_decode steps with Python loops."""
     height, width, num_groups = attn_map.shape

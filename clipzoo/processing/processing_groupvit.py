@@ -149,6 +149,7 @@ class ClipzooGroupViTProcessor(ProcessorMixin):
         top_k: int = 5,
         template: str = "a photo of a {}.",
         max_long_side: int = 2048,
+        assignment: str = "soft",
     ) -> list[torch.Tensor]:
         """Zero-shot semantic segmentation, the official GroupViT recipe (see
         `clipzoo/processing/segmentation_groupvit.py`). Unlike transformers' `post_process_*` methods it runs the model
@@ -164,11 +165,14 @@ class ClipzooGroupViTProcessor(ProcessorMixin):
             top_k (`int`, *optional*, defaults to 5): image-level class filter.
             template (`str`, *optional*): class prompt, the official "simple" template by default.
             max_long_side (`int`, *optional*, defaults to 2048): cap on the resized long side.
+            assignment (`str`, *optional*, defaults to `"soft"`): `"soft"` (official) or `"hard"` chaining of the
+                grouping stages (see [`SegmentationSettings`]).
 
         Returns:
             `list[torch.Tensor]`: one `(height, width)` long tensor of label ids per image, at the image's size.
         """
         settings = SegmentationSettings(
-            background_threshold, with_background, short_side, max_long_side, crop_size, stride, top_k, template
-        )
+            background_threshold, with_background, short_side, max_long_side, crop_size, stride, top_k, template,
+            assignment,
+        )  # fmt: skip
         return segment_images(model, self.tokenizer, images, labels, settings)

@@ -62,6 +62,10 @@ class SegmentationSettings:
         stride (`int`, *optional*, defaults to 224): sliding-window stride.
         top_k (`int`, *optional*, defaults to 5): image-level class filter.
         template (`str`, *optional*, defaults to `"a photo of a {}."`): the official "simple" template.
+        assignment (`str`, *optional*, defaults to `"soft"`): `"soft"` chains the soft assignments (official);
+            `"hard"` chains each stage's arg-max assignment, as the model groups in its forward pass (the maintainers
+            found soft better on their models, NVlabs/GroupViT issue #22; small models whose soft assignments are
+            nearly uniform can need hard).
     """
 
     def __init__(
@@ -74,17 +78,21 @@ class SegmentationSettings:
         stride: int = 224,
         top_k: int = 5,
         template: str = "a photo of a {}.",
+        assignment: str = "soft",
     ):
         if crop_size is not None and (stride <= 0 or stride > crop_size):
             raise ValueError(f"stride must be in (0, crop_size={crop_size}], got {stride}.")
         if top_k < 1:
             raise ValueError(f"top_k must be >= 1, got {top_k}.")
+        if assignment not in ("soft", "hard"):
+            raise ValueError(f"assignment must be 'soft' or 'hard', got {assignment!r}.")
         if "{}" not in template:
             raise ValueError(f"template must contain '{{}}' for the class name, got {template!r}.")
         self.background_threshold = float(background_threshold)
         self.with_background = bool(with_background)
         self.short_side, self.max_long_side = short_side, max_long_side
         self.crop_size, self.stride, self.top_k, self.template = crop_size, stride, top_k, template
+        self.assignment = assignment
 
 
 def check_labels(labels: Sequence[str]) -> list[str]:
@@ -107,7 +115,9 @@ def check_labels(labels: Sequence[str]) -> list[str]:
     return labels
 
 
-def chain_group_attentions(attentions: Sequence[torch.Tensor], grid: tuple[int, int], size: tuple[int, int]):
+def chain_group_attentions(
+    attentions: Sequence[torch.Tensor], grid: tuple[int, int], size: tuple[int, int], hard: bool = False
+):
     """Soft patch -> final-group map, upsampled to `size` (official `get_attn_maps(rescale=True)`).
 
     Args:
@@ -115,12 +125,16 @@ def chain_group_attentions(attentions: Sequence[torch.Tensor], grid: tuple[int, 
             tokens of stage s+1 being the groups of stage s.
         grid (`tuple[int, int]`): patch grid `(h, w)` of the input, `h * w = tokens_0`.
         size (`tuple[int, int]`): output `(height, width)`.
+        hard (`bool`, *optional*, defaults to `False`): replace each stage's assignment by its one-hot arg-max
+            over groups before chaining.
 
     Returns:
         `torch.Tensor` of shape `(batch, height, width, groups_last)`.
     """
     chained = None
     for attn in attentions:
+        if hard:
+            attn = torch.zeros_like(attn).scatter_(1, attn.argmax(dim=1, keepdim=True), 1.0)
         step = attn.transpose(1, 2)
         chained = step if chained is None else chained @ step
     batch, tokens, groups = chained.shape
@@ -235,7 +249,8 @@ def window_scores(model, window: torch.Tensor, text_embeds: torch.Tensor, settin
     patch = patch if isinstance(patch, int) else patch[0]
     feats = model.get_group_features(window)
     grid = (window.shape[2] // patch, window.shape[3] // patch)
-    attention_map = chain_group_attentions(feats["attentions"], grid, tuple(window.shape[2:]))[0]
+    hard = settings.assignment == "hard"
+    attention_map = chain_group_attentions(feats["attentions"], grid, tuple(window.shape[2:]), hard=hard)[0]
     threshold = settings.background_threshold if settings.with_background else None
     return class_scores_from_groups(
         attention_map,

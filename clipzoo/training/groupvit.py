@@ -275,6 +275,9 @@ def evaluate(
 ) -> dict[str, Any]:
     """`clipzoo evaluate groupvit`: zero-shot segmentation mIoU (+ trivial baselines) and classification accuracy.
 
+    `segmentation` is the official recipe (soft assignments chained); `segmentation_hard_assignment` chains each
+    stage's arg-max assignment instead (`SegmentationSettings(assignment="hard")`).
+
     The official evaluation runs a 224-px model at short side 448 with 448/224 windows (2x the training size); here the
     64-px model runs at short side 128 with 128/64 windows, the same ratios.
     """
@@ -297,6 +300,9 @@ def evaluate(
     num_labels = len(SEGMENTATION_CLASSES)
     result: dict[str, Any] = {"num_segmentation_images": n, "segmentation_images_per_second": n / seconds}
     result["segmentation"] = _miou(predictions, masks, num_labels)
+    hard = SegmentationSettings(background_threshold, True, short_side, 2048, crop_size, stride, assignment="hard")
+    hard_predictions = [m.numpy() for m in segment_images(model, processor.tokenizer, images, names, hard)]
+    result["segmentation_hard_assignment"] = _miou(hard_predictions, masks, num_labels)
     result["baseline_all_background"] = _miou([np.zeros_like(m) for m in masks], masks, num_labels)
     result["baseline_top1_class"] = _miou(_top1_class_maps(model, processor, images, names), masks, num_labels)
 
