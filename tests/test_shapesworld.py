@@ -364,3 +364,18 @@ def test_object_scale_enlarges_objects_and_is_checked():
         shapesworld("captions", 2, object_scale=3.0)
     with pytest.raises(ValueError, match="object_scale"):
         shapesworld("classification", 2, object_scale=0.0)
+
+
+def test_named_backgrounds_colour_the_image_and_end_the_caption():
+    from clipzoo.data.shapesworld import BACKGROUND_COLOURS
+
+    ds = shapesworld("segmentation", 12, seed=5, named_backgrounds=True)
+    seen = set()
+    for image, mask, caption in zip(ds["image"], ds["mask"], ds["caption"]):
+        name = re.fullmatch(r".+ on an? (\w+) background", caption).group(1)
+        seen.add(name)
+        pixels = np.asarray(image)[np.asarray(mask) == 0]
+        assert (pixels == BACKGROUND_COLOURS[name]).all()
+    assert len(seen) > 1
+    plain = shapesworld("segmentation", 12, seed=5)
+    assert not any("background" in c for c in plain["caption"])

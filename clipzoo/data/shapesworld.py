@@ -37,6 +37,7 @@ __all__ = [
     "ACTIONS",
     "ACTION_DESCRIPTIONS",
     "BACKGROUND",
+    "BACKGROUND_COLOURS",
     "COLOURS",
     "HELDOUT_ACTIONS",
     "HELDOUT_SHAPES",
@@ -80,6 +81,13 @@ COLOURS: dict[str, tuple[int, int, int]] = {
 # Radius as a fraction of the image side; shapes span about 2 * 1.1 radii.
 SIZES: dict[str, float] = {"small": 0.085, "large": 0.145}
 BACKGROUND: tuple[int, int, int] = (235, 235, 235)
+# Named plain backgrounds of the `named_backgrounds` option (captions then end with "on a {name} background").
+BACKGROUND_COLOURS: dict[str, tuple[int, int, int]] = {
+    "white": (250, 250, 250),
+    "grey": (150, 150, 150),
+    "beige": (225, 205, 165),
+    "pink": (250, 190, 210),
+}
 SEGMENTATION_CLASSES: tuple[str, ...] = ("background", *SHAPES)
 TASKS: tuple[str, ...] = ("captions", "segmentation", "classification", "pairs", "actions")
 SPLITS: tuple[str, ...] = ("all", "seen", "heldout")
@@ -659,6 +667,7 @@ def _scene_columns(
     noise: float = 0.0,
     min_gap: float = 0.9,
     object_scale: float = 1.0,
+    named_backgrounds: bool = False,
 ) -> tuple[dict[str, list], dict]:
     if not 1 <= min_objects <= max_objects:
         raise ValueError(f"need 1 <= min_objects <= max_objects, got {min_objects}, {max_objects}")
@@ -671,9 +680,17 @@ def _scene_columns(
         scene = sample_scene(
             rng, min_objects=min_objects, max_objects=max_objects, min_gap=min_gap, object_scale=object_scale
         )
-        image, mask, bboxes = _render(scene, image_size, _background(rng, image_size, noise))
+        suffix = ""
+        if named_backgrounds:
+            names = list(BACKGROUND_COLOURS)
+            name = names[rng.integers(len(names))]
+            background = make_background(image_size, BACKGROUND_COLOURS[name], noise, rng)
+            suffix = f" on a {name} background"
+        else:
+            background = _background(rng, image_size, noise)
+        image, mask, bboxes = _render(scene, image_size, background)
         columns["image"].append(_encode_png(image))
-        columns["caption"].append(short_caption(scene))
+        columns["caption"].append(short_caption(scene) + suffix)
         columns["long_caption"].append(long_caption(scene))
         columns["objects"].append([o.to_dict(image_size, bbox) for o, bbox in zip(scene, bboxes)])
         columns["num_objects"].append(len(scene))
@@ -747,7 +764,9 @@ def shapesworld(task: str, num_samples: int, seed: int = 0, image_size: int = 64
     Args:
         task (`str`): One of `TASKS`:
             - `"captions"`: columns `image`, `caption`, `long_caption`, `objects`, `num_objects`.
-              kwargs: `min_objects=1`, `max_objects=4`, `noise=0.0`, `min_gap=0.9`, `object_scale=1.0`.
+              kwargs: `min_objects=1`, `max_objects=4`, `noise=0.0`, `min_gap=0.9`, `object_scale=1.0`,
+              `named_backgrounds=False` (a random plain background of `BACKGROUND_COLOURS`, named at the end of
+              `caption`: "... on a grey background").
             - `"segmentation"`: the captions columns plus `mask` (`Image(mode="L")`, ids of `SEGMENTATION_CLASSES`).
             - `"classification"`: `image`, `label` (`ClassLabel` of `class_names("classification", split,
               label_by)`), `caption`, `objects`. kwargs: `split="all"`, `label_by="shape_colour"`,

@@ -101,18 +101,23 @@ class GroupViTDataArguments:
     min_objects: int = 1
     max_objects: int = 4
     object_scale: float = 1.0
+    named_backgrounds: bool = False
     augmentation: str = "none"  # "deit": the official DeiT-style augmentation (`DeiTTrainTransform`)
     rand_augment: str | None = "rand-m9-mstd0.5-inc1"
     crop_scale: list[float] = field(default_factory=lambda: [0.08, 1.0])
 
     def scene_options(self) -> dict[str, Any]:
-        return {"min_objects": self.min_objects, "max_objects": self.max_objects, "object_scale": self.object_scale}
+        return {
+            "min_objects": self.min_objects, "max_objects": self.max_objects, "object_scale": self.object_scale,
+            "named_backgrounds": self.named_backgrounds,
+        }  # fmt: skip
 
 
 def _corpus() -> list[str]:
     from clipzoo.data.shapesworld import COLOURS, SHAPES, shapesworld
 
     captions = list(shapesworld("captions", 2000, seed=12345)["caption"])
+    captions += list(shapesworld("captions", 500, seed=12346, named_backgrounds=True)["caption"])
     prompts = [t.format(word) for t in FULL_IMAGENET_TEMPLATES for word in (*SHAPES, *(s + "s" for s in SHAPES))]
     return captions + prompts + [f"{c} {s}" for c in COLOURS for s in SHAPES]
 
