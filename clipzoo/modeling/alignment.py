@@ -192,49 +192,74 @@ class _OTAMRowFunction(torch.autograd.Function):
     With a = exp(-d / lambda), A[m] = prod_{i<=m} a_i and R[m] = 1 / A[m-1], each row is the linear recurrence
     E[m] = a_m (b_m + E[m-1]), i.e. E = A * cumsum(b * R) with b = E_prev @ S^T (row 0: E = A). Every term is
     positive, so float64 keeps full relative precision while the exponents stay within `_EXP_DOMAIN_LIMIT`.
+
+    Takes the unpadded distances `(B, Lq, Ls)`; padding, the float64 cast and (with `both_directions`, square
+    distances only) the transposed direction happen inside, so they cost no autograd nodes. Returns `(B,)` in float32
+    (float64 for float64 input), summed over the two directions when `both_directions`.
     """
 
     @staticmethod
-    def forward(ctx, d: torch.Tensor, lbda: float) -> torch.Tensor:  # d: (B, L, M') padded distances, float64
-        batch, rows, columns = d.shape
-        s_t, upper = _row_matrices(columns, d.device)
-        log_a = (d * (-1.0 / lbda)).transpose(0, 1).contiguous()  # (L, B, M'): rows first, so rows are contiguous
-        cumulative = log_a.cumsum(-1)
-        a_cum = cumulative.exp()  # A
-        r_cum = (log_a - cumulative).exp_()  # R = 1 / A[m-1]
-        states = torch.empty_like(log_a)  # E
-        inflows = torch.empty_like(log_a)  # b
-        sums = torch.empty_like(log_a)  # cumsum(b * R)
-        states[0] = a_cum[0]
+    def forward(ctx, dists: torch.Tensor, lbda: float, both_directions: bool) -> torch.Tensor:
+        batch, rows, support_frames = dists.shape
+        columns = support_frames + 2
+        directions = 2 if both_directions else 1
+        s_t, upper = _row_matrices(columns, dists.device)
+        # log a = -d / lambda, rows first so every row is one contiguous (directions * B, M') block; the padding
+        # columns 0 and M'-1 have d = 0.
+        log_a = dists.new_empty((rows, directions * batch, columns), dtype=torch.float64)
+        log_a[:, :, 0] = 0.0
+        log_a[:, :, -1] = 0.0
+        torch.mul(dists.transpose(0, 1), -1.0 / lbda, out=log_a[:, :batch, 1:-1])
+        if both_directions:
+            torch.mul(dists.permute(2, 0, 1), -1.0 / lbda, out=log_a[:, batch:, 1:-1])
+        a_cum = log_a.cumsum(-1).exp_()  # A[m] = prod_{i<=m} a_i
+        r_cum = torch.empty_like(log_a)  # R[m] = 1 / A[m-1]
+        r_cum[:, :, 0] = 1.0
+        torch.reciprocal(a_cum[:, :, :-1], out=r_cum[:, :, 1:])
+        sums = torch.empty_like(log_a)  # cumsum(b * R); row 0 is 1 (E = A)
+        sums[0] = 1.0
+        weighted = torch.empty_like(log_a[0])  # b * R of the current row
+        state = a_cum[0]  # E of row 0
         for row in range(1, rows):
-            torch.mm(states[row - 1], s_t, out=inflows[row])
-            torch.mm(inflows[row] * r_cum[row], upper, out=sums[row])
-            torch.mul(a_cum[row], sums[row], out=states[row])
-        final = states[-1, :, -1]
-        ctx.lbda = lbda
-        ctx.save_for_backward(log_a, a_cum, r_cum, states, inflows, sums)
-        return final.log() * -lbda
+            torch.mm(state, s_t, out=weighted)
+            torch.mm(weighted.mul_(r_cum[row]), upper, out=sums[row])
+            state = a_cum[row] * sums[row]
+        final = state[:, -1]
+        ctx.lbda, ctx.batch, ctx.dtype = lbda, batch, dists.dtype
+        ctx.save_for_backward(a_cum, r_cum, final, sums)
+        distance = final.log().mul_(-lbda)
+        out = dists.new_empty(batch, dtype=torch.float64 if dists.dtype == torch.float64 else torch.float32)
+        if both_directions:
+            return torch.add(distance[:batch], distance[batch:], out=out)
+        return out.copy_(distance)
 
     @staticmethod
-    def backward(ctx, grad_output: torch.Tensor) -> tuple[torch.Tensor, None]:
-        log_a, a_cum, r_cum, states, inflows, sums = ctx.saved_tensors
-        rows, batch, columns = log_a.shape
-        s_t, upper = _row_matrices(columns, log_a.device)
-        grad_states = torch.zeros_like(log_a)  # dL/dE
-        grad_sums = torch.zeros_like(log_a)  # dL/d(cumsum(b * R)) summed back, i.e. reverse cumsum of dL/dE * A
-        grad_states[-1, :, -1] = grad_output.to(log_a.dtype) * -ctx.lbda / states[-1, :, -1]
-        upper_t, s = upper.t(), s_t.t()
+    def backward(ctx, grad_output: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        # G_l = dL/dE_l through the next row only; H_l = reverse cumsum of G_l * A_l. Counting the horizontal moves,
+        # the total sensitivity of cell (l, m) is H_l[m] / A_l[m], and log a[l, m] reaches the output only through
+        # E[l, m] = A_l[m] * sums_l[m], as a factor: dL/dlog a[l, m] = H_l[m] * sums_l[m].
+        a_cum, r_cum, final, sums = ctx.saved_tensors
+        rows, total, columns = a_cum.shape
+        batch = ctx.batch
+        s, upper_t = (m.t() for m in _row_matrices(columns, a_cum.device))
+        reverse_sums = torch.empty_like(a_cum)  # H
+        grad_state = torch.zeros_like(a_cum[0])  # G of the last row: only the final cell
+        last = grad_state[:, -1]
+        torch.reciprocal(final, out=last)
+        last.mul_(-ctx.lbda).unflatten(0, (total // batch, batch)).mul_(grad_output.to(torch.float64))
         for row in range(rows - 1, 0, -1):
-            torch.mm(grad_states[row] * a_cum[row], upper_t, out=grad_sums[row])
-            torch.mm(grad_sums[row] * r_cum[row], s, out=grad_states[row - 1])
-        grad_a = grad_states * a_cum  # dL/dA * A = dL/dC through A
-        grad_a[1:] *= sums[1:]
-        grad_r = grad_sums * inflows * r_cum  # dL/dR * R
-        grad_r[0] = 0.0
-        # A = exp(C), R = exp(log_a - C), C = cumsum(log_a): dL/dlog_a = revcumsum(dL/dC) + dL/dR * R.
-        grad_c = grad_a - grad_r
-        grad_log_a = (grad_c @ upper.t()) + grad_r
-        return (grad_log_a * (-1.0 / ctx.lbda)).transpose(0, 1), None
+            torch.mm(grad_state.mul_(a_cum[row]), upper_t, out=reverse_sums[row])
+            grad_state = (reverse_sums[row] * r_cum[row]) @ s
+        torch.mm(grad_state.mul_(a_cum[0]), upper_t, out=reverse_sums[0])
+        grad_d = reverse_sums.mul_(sums)[:, :, 1:-1].mul_(-1.0 / ctx.lbda)
+        grad = a_cum.new_empty((batch, rows, columns - 2), dtype=ctx.dtype)
+        if total > batch:
+            return (
+                torch.add(grad_d[:, :batch].transpose(0, 1), grad_d[:, batch:].permute(1, 2, 0), out=grad),
+                None,
+                None,
+            )
+        return grad.copy_(grad_d.transpose(0, 1)), None, None
 
 
 def otam_cumulative_distance(dists: torch.Tensor, lbda: float = 0.5) -> torch.Tensor:
@@ -261,8 +286,7 @@ def otam_cumulative_distance(dists: torch.Tensor, lbda: float = 0.5) -> torch.Te
         largest = flat.detach().abs().amax().item() if flat.numel() else 0.0
         exponent = (rows + 2 * (support_frames + 2)) * largest / lbda
         if exponent <= _EXP_DOMAIN_LIMIT:
-            padded = torch.nn.functional.pad(flat.to(torch.float64), (1, 1))
-            return _OTAMRowFunction.apply(padded, float(lbda)).to(dtype).reshape(lead)
+            return _OTAMRowFunction.apply(flat, float(lbda), False).reshape(lead)
         padded = torch.nn.functional.pad(flat.to(dtype), (1, 1))  # (B, L, M')
         return _OTAMFunction.apply(padded, float(lbda)).reshape(lead)
 
@@ -286,6 +310,15 @@ def otam_distance(dists: torch.Tensor, lbda: float = 0.5, bidirectional: bool = 
         )
     if not bidirectional:
         return otam_cumulative_distance(dists, lbda)
+    if lbda <= 0:
+        raise ValueError(f"OTAM lambda must be > 0; got {lbda}.")
+    num_query, num_support, rows, support_frames = dists.shape
+    if rows == support_frames:
+        with torch.autocast(device_type=dists.device.type, enabled=False):
+            flat = dists.reshape(-1, rows, support_frames)
+            largest = flat.detach().abs().amax().item() if flat.numel() else 0.0
+            if (rows + 2 * (support_frames + 2)) * largest / lbda <= _EXP_DOMAIN_LIMIT:
+                return _OTAMRowFunction.apply(flat, float(lbda), True).reshape(num_query, num_support)
     transposed = dists.transpose(-1, -2)
     if dists.shape[-1] == dists.shape[-2]:
         both = otam_cumulative_distance(torch.stack([dists, transposed]), lbda)
