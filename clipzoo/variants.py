@@ -422,7 +422,7 @@ def _clip_fsar_row() -> Variant:
             notes=(
                 "Model selection on the validation split (the official code selects on test). Evaluation frames are "
                 "segment centres (official: random per segment; eval_sampling='random' restores it). OTAM is the "
-                "official recurrence, computed in float32 with log-sum-exp (the official exp/log overflows)."
+                "official recurrence, computed exactly (float64 row recurrence; the official exp/log overflows in float32)."
             ),
         ),
         default_recipe="clip_fsar_shapesworld",
