@@ -140,3 +140,11 @@ def test_bad_inputs():
         otam_distance(torch.rand(8, 8))
     with pytest.raises(ValueError, match="lambda"):
         otam_cumulative_distance(torch.rand(1, 1, 2, 2), lbda=0.0)
+
+
+def test_no_pairs_gives_empty_results_and_gradients(otam_path):
+    dists = torch.rand(0, 3, 8, 8, requires_grad=True)
+    out = otam_distance(dists)
+    assert out.shape == (0, 3)
+    out.sum().backward()
+    assert dists.grad.shape == dists.shape

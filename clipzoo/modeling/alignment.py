@@ -241,6 +241,8 @@ class _OTAMRowFunction(torch.autograd.Function):
         a_cum, r_cum, final, sums = ctx.saved_tensors
         rows, total, columns = a_cum.shape
         batch = ctx.batch
+        if batch == 0:
+            return a_cum.new_zeros((0, rows, columns - 2), dtype=ctx.dtype), None, None
         s, upper_t = (m.t() for m in _row_matrices(columns, a_cum.device))
         reverse_sums = torch.empty_like(a_cum)  # H
         grad_state = torch.zeros_like(a_cum[0])  # G of the last row: only the final cell
