@@ -49,7 +49,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageEnhance, ImageOps
 
-from clipzoo.processing.image_utils import to_rgb
+from clipzoo.processing.image_utils import sample_crop_box, to_rgb
 from clipzoo.processing.segmentation_groupvit import IMAGENET_MEAN, IMAGENET_STD
 
 
@@ -399,55 +399,6 @@ class RandAugment:
 # --------------------------------------------------------------------------------------------------------------------
 # Random resized crop and random erasing.
 # --------------------------------------------------------------------------------------------------------------------
-
-
-def sample_crop_box(
-    width: int,
-    height: int,
-    scale: Sequence[float],
-    ratio: Sequence[float],
-    rng: np.random.Generator,
-    attempts: int = 10,
-) -> tuple[int, int, int, int]:
-    """Sample a random-resized-crop box the way timm's `RandomResizedCropAndInterpolation` does.
-
-    Up to `attempts` times: area = uniform(scale) * width * height, aspect ratio (width / height) = exp(uniform(log
-    ratio)), crop width = round(sqrt(area * ratio)), crop height = round(sqrt(area / ratio)); the first box that fits
-    is placed at a uniformly random top-left corner. If none fits: a centre crop with the image's aspect ratio clamped
-    to `ratio` (the whole image when it is already in range). A `scale` whose minimum is 1.0 returns the whole image.
-
-    Args:
-        width (`int`): image width.
-        height (`int`): image height.
-        scale (`Sequence[float]`): (min, max) fraction of the image area.
-        ratio (`Sequence[float]`): (min, max) aspect ratio, width / height.
-        rng (`numpy.random.Generator`): the random generator.
-        attempts (`int`, *optional*, defaults to 10): sampling attempts before the fallback.
-
-    Returns:
-        `tuple[int, int, int, int]`: (left, top, crop_width, crop_height).
-    """
-    if scale[0] >= 1.0:
-        return 0, 0, width, height
-    area = width * height
-    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
-    for _ in range(attempts):
-        target_area = rng.uniform(scale[0], scale[1]) * area
-        aspect = math.exp(rng.uniform(*log_ratio))
-        crop_width = int(round(math.sqrt(target_area * aspect)))
-        crop_height = int(round(math.sqrt(target_area / aspect)))
-        if 0 < crop_width <= width and 0 < crop_height <= height:
-            top = int(rng.integers(0, height - crop_height + 1))
-            left = int(rng.integers(0, width - crop_width + 1))
-            return left, top, crop_width, crop_height
-    in_ratio = width / height
-    if in_ratio < min(ratio):
-        crop_width, crop_height = width, max(1, int(round(width / min(ratio))))
-    elif in_ratio > max(ratio):
-        crop_width, crop_height = max(1, int(round(height * max(ratio)))), height
-    else:
-        crop_width, crop_height = width, height
-    return (width - crop_width) // 2, (height - crop_height) // 2, crop_width, crop_height
 
 
 def random_erase(

@@ -8,13 +8,14 @@ aspect ratio in [3/4, 4/3], centre-crop fallback).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import numpy as np
 from PIL import Image
 from transformers import BatchFeature
 from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+
+from clipzoo.processing.image_utils import sample_crop_box
 
 
 __all__ = ["APEImageProcessor", "random_resized_crop_box", "augment_image"]
@@ -27,27 +28,10 @@ def random_resized_crop_box(
     scale: tuple[float, float] = (0.5, 1.0),
     ratio: tuple[float, float] = (3 / 4, 4 / 3),
 ) -> tuple[int, int, int, int]:
-    """A crop box `(left, top, right, bottom)` covering a random `scale` fraction of the area with a random aspect."""
-    area = width * height
-    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
-    for _ in range(10):
-        target_area = area * rng.uniform(scale[0], scale[1])
-        aspect = math.exp(rng.uniform(*log_ratio))
-        crop_w = int(round(math.sqrt(target_area * aspect)))
-        crop_h = int(round(math.sqrt(target_area / aspect)))
-        if 0 < crop_w <= width and 0 < crop_h <= height:
-            top = int(rng.integers(0, height - crop_h + 1))
-            left = int(rng.integers(0, width - crop_w + 1))
-            return left, top, left + crop_w, top + crop_h
-    # Fallback: the largest centred crop whose aspect lies in `ratio`.
-    in_ratio = width / height
-    if in_ratio < ratio[0]:
-        crop_w, crop_h = width, int(round(width / ratio[0]))
-    elif in_ratio > ratio[1]:
-        crop_h, crop_w = height, int(round(height * ratio[1]))
-    else:
-        crop_w, crop_h = width, height
-    top, left = (height - crop_h) // 2, (width - crop_w) // 2
+    """A crop box `(left, top, right, bottom)` covering a random `scale` fraction of the area with a random aspect
+    (`RandomResizedCrop`'s sampling, shared with GroupViT's augmentation: see
+    [`~clipzoo.processing.image_utils.sample_crop_box`])."""
+    left, top, crop_w, crop_h = sample_crop_box(width, height, scale, ratio, rng)
     return left, top, left + crop_w, top + crop_h
 
 
