@@ -148,3 +148,25 @@ def test_no_pairs_gives_empty_results_and_gradients(otam_path):
     assert out.shape == (0, 3)
     out.sum().backward()
     assert dists.grad.shape == dists.shape
+
+
+@pytest.mark.parametrize("frames", [(8, 8), (4, 6)])
+def test_bidirectional_gradients_match_reference(frames, otam_path):
+    torch.manual_seed(5)
+    dists = (torch.rand(3, 4, *frames, dtype=torch.float64) * 2).requires_grad_(True)
+    weights = torch.randn(3, 4, dtype=torch.float64)
+    (ours,) = torch.autograd.grad((otam_distance(dists, 0.5) * weights).sum(), dists)
+    reference = otam_cumulative_distance_reference(dists, 0.5) + otam_cumulative_distance_reference(
+        dists.transpose(-1, -2), 0.5
+    )
+    (expected,) = torch.autograd.grad((reference * weights).sum(), dists)
+    torch.testing.assert_close(ours, expected, atol=1e-6, rtol=0)
+
+
+def test_bfloat16_distances_are_cast_before_scaling():
+    torch.manual_seed(6)
+    dists = (torch.rand(2, 3, 8, 8) * 2).to(torch.bfloat16)
+    truth = otam_cumulative_distance_reference(dists.double(), 0.1) + otam_cumulative_distance_reference(
+        dists.double().transpose(-1, -2), 0.1
+    )
+    torch.testing.assert_close(otam_distance(dists, 0.1).double(), truth, atol=1e-5, rtol=0)

@@ -177,7 +177,7 @@ class GroupViTCollator:
             if not isinstance(caption, str) or not caption.strip():
                 raise ValueError(f"Caption {i} of the batch is {caption!r}; every image needs a non-empty caption.")
         batch = self.processor(
-            images=None if self.image_transform else images, text=captions, expand_prompts=self.num_prompts > 0,
+            images=images if self.image_transform is None else None, text=captions, expand_prompts=self.num_prompts > 0,
             num_prompts=self.num_prompts, rng=self.rng, no_word_policy=self.no_word_policy, padding="max_length",
             truncation=True, max_length=self.max_length,
         )  # fmt: skip
