@@ -128,6 +128,24 @@ def test_official_weight_decay_grouping(tmp_path):
     assert names and all(p.ndim != 1 for n, p in lora.named_parameters() if n in names)
 
 
+def test_weight_decay_grouping_survives_flat_shards(tmp_path):
+    """Under FSDP / ZeRO-3 every parameter is a flat 1-D shard: the official grouping must not depend on shapes."""
+    from transformers import TrainingArguments
+
+    from clipzoo.training.trainer import ClipzooTrainer
+
+    model, _ = build_model_and_processor(GroupViTModelArguments(**TINY_MODEL))
+    # The official rule (utils/optimizer.py), applied to the unsharded shapes, written out independently of the code.
+    expected = {n for n, p in model.named_parameters() if not (p.ndim == 1 or n.endswith(".bias"))}
+    for module in model.modules():
+        for name, param in list(module._parameters.items()):
+            if param is not None:
+                module._parameters[name] = torch.nn.Parameter(param.detach().reshape(-1))
+    assert all(p.ndim == 1 for p in model.parameters())
+    trainer = ClipzooTrainer(model=model, args=TrainingArguments(str(tmp_path), report_to=[], use_cpu=True))
+    assert set(trainer.get_decay_parameter_names(model)) == expected
+
+
 def test_sync_batchnorm_conversion(caplog):
     from clipzoo.training.trainer import sync_batchnorm
 

@@ -87,15 +87,20 @@ class ClipzooTrainer(Trainer):
     def get_decay_parameter_names(self, model: torch.nn.Module) -> list[str]:
         """The model's own weight-decay grouping when it declares one (`weight_decay_rule`), else the Trainer's.
 
-        `"exclude_1d_and_bias"` (GroupViT's official optimiser): every parameter is decayed except 1-D ones and names
-        ending in `.bias`. peft wrappers forward the attribute to the base model.
+        `"exclude_1d_and_bias"` (GroupViT's official optimiser): every parameter is decayed except `*.bias` and the
+        1-D ones. In these models the 1-D parameters that are not biases are exactly the LayerNorm/BatchNorm weights, so
+        the rule is applied by module type and name, not by `p.ndim`: under FSDP or ZeRO-3 every parameter is a flat
+        1-D shard and a shape test would decay nothing. peft wrappers forward the attribute to the base model.
         """
         rule = getattr(model, "weight_decay_rule", None)
         if rule is None:
             return super().get_decay_parameter_names(model)
         if rule != "exclude_1d_and_bias":
             raise ValueError(f"Unknown weight_decay_rule {rule!r} on {type(model).__name__}.")
-        return [name for name, p in model.named_parameters() if not (p.ndim == 1 or name.endswith(".bias"))]
+        from torch.nn.modules.batchnorm import _BatchNorm
+        from transformers.trainer_pt_utils import get_parameter_names
+
+        return get_parameter_names(model, [torch.nn.LayerNorm, torch.nn.GroupNorm, _BatchNorm], [r"(?:^|\.)bias$"])
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if losses.get_world_size() <= 1 or not self.model.training:
