@@ -170,3 +170,36 @@ def test_bfloat16_distances_are_cast_before_scaling():
         dists.double().transpose(-1, -2), 0.1
     )
     torch.testing.assert_close(otam_distance(dists, 0.1).double(), truth, atol=1e-5, rtol=0)
+
+
+def test_path_count_enters_the_exponent_budget():
+    # With zero distances E = exp(-cum / lambda) counts the alignment paths: about exp(780) of them for 1100 x 1100
+    # frames (exp(427) at 600, exp(706) at 1000), beyond float64. The budget's log(3) * (Lq + Ls) term sends this to
+    # the log-domain sweep, which stays finite: -lambda * log(#paths).
+    dists = torch.zeros(1, 1100, 1100, dtype=torch.float64)
+    ours = otam_cumulative_distance(dists, 0.5)
+    assert torch.isfinite(ours).all() and ours.item() < -0.5 * 706
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_known_bound_skips_the_device_sync(bidirectional, otam_path, monkeypatch):
+    torch.manual_seed(7)
+    dists = torch.rand(2, 3, 4, 4, dtype=torch.float64) * 2
+    expected = otam_distance(dists, 0.5, bidirectional)
+
+    def no_sync(self):
+        raise AssertionError("OTAM read a value back from the tensor")
+
+    monkeypatch.setattr(torch.Tensor, "item", no_sync)
+    torch.testing.assert_close(otam_distance(dists, 0.5, bidirectional, max_distance=2.0), expected)
+    with pytest.raises(AssertionError, match="read a value back"):
+        otam_distance(dists, 0.5, bidirectional)
+
+
+def test_double_backward_raises(otam_path):
+    dists = (torch.rand(2, 3, 3, dtype=torch.float64) * 2).requires_grad_(True)
+    # A squared loss makes the incoming gradient depend on dists, so without `once_differentiable` the double
+    # backward would run and silently miss the terms through the saved tensors.
+    (grad,) = torch.autograd.grad(otam_cumulative_distance(dists, 0.5).pow(2).sum(), dists, create_graph=True)
+    with pytest.raises(RuntimeError, match="once_differentiable"):
+        grad.sum().backward()

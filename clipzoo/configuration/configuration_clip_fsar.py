@@ -115,6 +115,8 @@ class ClipzooCLIPFSARConfig(PreTrainedConfig):
             )
         if self.otam_lambda <= 0:
             raise ValueError(f"otam_lambda must be > 0; got {self.otam_lambda}.")
+        if self.cos_eps < 0:
+            raise ValueError(f"cos_eps must be >= 0 (it keeps frame distances within [0, 2]); got {self.cos_eps}.")
         if self.metric not in METRICS:
             raise ValueError(f"metric must be one of {METRICS}; got {self.metric!r}.")
         if self.video_text_loss_weight < 0:

@@ -19,9 +19,10 @@ Two exact evaluations, both batched over every query-support pair:
   E_l = A_l * cumsum((E_{l-1} S^T) * R_l), where column 0 (always E = 1) carries the free start, A_l and R_l are
   cumulative products of exp(-d / lambda) (computed for all rows at once) and S holds the fixed diagonal / vertical
   moves. The Python loop has Lq - 1 steps of 4 small operations, forward and backward. It runs in float64 (every term
-  is positive, so nothing cancels) and is used while (Lq + 2 * (Ls + 2)) * max|d| / lambda <= 600. For cosine
-  distances (at most 2) that holds up to 8 frames at lambda = 0.1 and up to 48 frames at lambda = 0.5. The budget
-  does not count the number of alignment paths, which only matters for sequences of hundreds of frames.
+  is positive, so nothing cancels) and is used while (Lq + 2 * (Ls + 2)) * max|d| / lambda + (Lq + Ls) * log 3 <= 600
+  (the second term bounds the log of the number of alignment paths). For cosine distances (at most 2) that holds up
+  to 8 frames at lambda = 0.1 and up to 41 frames at lambda = 0.5. Reading max|d| from the tensor is a device sync;
+  callers that know a bound (2 for `frame_distances`) pass `max_distance=` and skip it.
 - **Anti-diagonal log-sum-exp** (any range). Cell (l, m) only needs anti-diagonals l+m-1 and l+m-2, so one step per
   anti-diagonal updates all of it, with an analytic backward. In float32 (float64 when given float64).
 
@@ -32,8 +33,10 @@ lambda = 0.5.
 from __future__ import annotations
 
 import functools
+import math
 
 import torch
+from torch.autograd.function import once_differentiable
 
 
 __all__ = [
@@ -148,6 +151,7 @@ class _OTAMFunction(torch.autograd.Function):
         return cells[-1, :, -1] * -lbda
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad_output: torch.Tensor) -> tuple[torch.Tensor, None]:
         weights, scaled_d = ctx.saved_tensors
         num_diagonals, _, batch, rows = weights.shape
@@ -168,6 +172,19 @@ class _OTAMFunction(torch.autograd.Function):
 
 # Exponent budget of the float64 row path: every intermediate stays within exp(+-650), well inside float64's range.
 _EXP_DOMAIN_LIMIT = 600.0
+
+
+def _row_path_fits(flat: torch.Tensor, lbda: float, max_distance: float | None) -> bool:
+    """Whether the float64 row path stays within `_EXP_DOMAIN_LIMIT` for `flat` (B, Lq, Ls).
+
+    Largest exponent: a path's cells plus one row's 1 / A (at most (Lq + 2 * (Ls + 2)) * max|d| / lambda), plus the log
+    of the number of alignment paths, at most 3 ** (Lq + Ls) (each move advances a row, a column or both).
+    """
+    rows, support_frames = flat.shape[-2:]
+    if max_distance is None:
+        max_distance = flat.detach().abs().amax().item() if flat.numel() else 0.0
+    exponent = (rows + 2 * (support_frames + 2)) * abs(max_distance) / lbda + (rows + support_frames) * math.log(3.0)
+    return exponent <= _EXP_DOMAIN_LIMIT
 
 
 @functools.lru_cache(maxsize=64)
@@ -234,6 +251,7 @@ class _OTAMRowFunction(torch.autograd.Function):
         return out.copy_(distance)
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad_output: torch.Tensor) -> tuple[torch.Tensor, None, None]:
         # G_l = dL/dE_l through the next row only; H_l = reverse cumsum of G_l * A_l. Counting the horizontal moves,
         # the total sensitivity of cell (l, m) is H_l[m] / A_l[m], and log a[l, m] reaches the output only through
@@ -264,12 +282,17 @@ class _OTAMRowFunction(torch.autograd.Function):
         return grad.copy_(grad_d.transpose(0, 1)), None, None
 
 
-def otam_cumulative_distance(dists: torch.Tensor, lbda: float = 0.5) -> torch.Tensor:
+def otam_cumulative_distance(
+    dists: torch.Tensor, lbda: float = 0.5, max_distance: float | None = None
+) -> torch.Tensor:
     """One-direction OTAM distance, vectorised along anti-diagonals and batched over all leading dimensions.
 
     Args:
         dists (`torch.Tensor` of shape `(..., query_frames, support_frames)`): frame distances.
         lbda (`float`, *optional*, defaults to 0.5): soft-min temperature (0.5 CLIP-FSAR, 0.1 plain OTAM).
+        max_distance (`float`, *optional*): a bound on `|dists|` known to the caller (2 for [`frame_distances`]). It
+            picks the evaluation path without reading the maximum from the tensor, which is a device sync (and breaks
+            CUDA graph capture). A wrong bound can overflow the float64 row path.
 
     Returns:
         `torch.Tensor` of shape `(...)`, float32 (float64 for float64 input). Differentiable once (no double
@@ -284,16 +307,15 @@ def otam_cumulative_distance(dists: torch.Tensor, lbda: float = 0.5) -> torch.Te
         lead = dists.shape[:-2]
         rows, support_frames = dists.shape[-2:]
         flat = dists.reshape(-1, rows, support_frames)
-        # Largest exponent of the row path: a path's cells plus one row's 1 / A (see `_OTAMRowFunction`).
-        largest = flat.detach().abs().amax().item() if flat.numel() else 0.0
-        exponent = (rows + 2 * (support_frames + 2)) * largest / lbda
-        if exponent <= _EXP_DOMAIN_LIMIT:
+        if _row_path_fits(flat, lbda, max_distance):
             return _OTAMRowFunction.apply(flat, float(lbda), False).reshape(lead)
         padded = torch.nn.functional.pad(flat.to(dtype), (1, 1))  # (B, L, M')
         return _OTAMFunction.apply(padded, float(lbda)).reshape(lead)
 
 
-def otam_distance(dists: torch.Tensor, lbda: float = 0.5, bidirectional: bool = True) -> torch.Tensor:
+def otam_distance(
+    dists: torch.Tensor, lbda: float = 0.5, bidirectional: bool = True, max_distance: float | None = None
+) -> torch.Tensor:
     """OTAM distance between every query and support sequence, optionally summed over both directions.
 
     Args:
@@ -302,6 +324,7 @@ def otam_distance(dists: torch.Tensor, lbda: float = 0.5, bidirectional: bool = 
         lbda (`float`, *optional*, defaults to 0.5): soft-min temperature.
         bidirectional (`bool`, *optional*, defaults to `True`): add the support-to-query alignment (the transposed
             distance matrix), as the official code does unless `TRAIN.SINGLE_DIRECT`.
+        max_distance (`float`, *optional*): a known bound on `|dists|`; see [`otam_cumulative_distance`].
 
     Returns:
         `torch.Tensor` of shape `(num_query, num_support)`.
@@ -311,21 +334,22 @@ def otam_distance(dists: torch.Tensor, lbda: float = 0.5, bidirectional: bool = 
             f"Expected dists of shape (num_query, num_support, query_frames, support_frames); got {tuple(dists.shape)}."
         )
     if not bidirectional:
-        return otam_cumulative_distance(dists, lbda)
+        return otam_cumulative_distance(dists, lbda, max_distance)
     if lbda <= 0:
         raise ValueError(f"OTAM lambda must be > 0; got {lbda}.")
     num_query, num_support, rows, support_frames = dists.shape
     if rows == support_frames:
         with torch.autocast(device_type=dists.device.type, enabled=False):
             flat = dists.reshape(-1, rows, support_frames)
-            largest = flat.detach().abs().amax().item() if flat.numel() else 0.0
-            if (rows + 2 * (support_frames + 2)) * largest / lbda <= _EXP_DOMAIN_LIMIT:
+            if _row_path_fits(flat, lbda, max_distance):
                 return _OTAMRowFunction.apply(flat, float(lbda), True).reshape(num_query, num_support)
     transposed = dists.transpose(-1, -2)
     if dists.shape[-1] == dists.shape[-2]:
-        both = otam_cumulative_distance(torch.stack([dists, transposed]), lbda)
+        both = otam_cumulative_distance(torch.stack([dists, transposed]), lbda, max_distance)
         return both[0] + both[1]
-    return otam_cumulative_distance(dists, lbda) + otam_cumulative_distance(transposed, lbda)
+    return otam_cumulative_distance(dists, lbda, max_distance) + otam_cumulative_distance(
+        transposed, lbda, max_distance
+    )
 
 
 def otam_cumulative_distance_reference(dists: torch.Tensor, lbda: float = 0.5) -> torch.Tensor:

@@ -274,7 +274,8 @@ class ClipzooCLIPFSARModel(ClipzooCLIPFSARPreTrainedModel):
             scores = 2 * query_features.shape[1] * similarity
         else:
             dists = frame_distances(query_features, prototypes, self.config.cos_eps)
-            scores = -otam_distance(dists, self.config.otam_lambda, self.config.otam_bidirectional)
+            # 1 - cos with eps >= 0 lies in [0, 2]: the bound spares OTAM a device sync to read the maximum.
+            scores = -otam_distance(dists, self.config.otam_lambda, self.config.otam_bidirectional, max_distance=2.0)
         if not per_class:
             scores = class_means(scores.t(), support_labels, way).t()
         return scores, query_features, prototypes
