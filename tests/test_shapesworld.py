@@ -379,3 +379,12 @@ def test_named_backgrounds_colour_the_image_and_end_the_caption():
     assert len(seen) > 1
     plain = shapesworld("segmentation", 12, seed=5)
     assert not any("background" in c for c in plain["caption"])
+
+
+def test_object_scale_that_cannot_fit_max_objects_fails_early_naming_both():
+    # Four objects at twice the size do not fit a scene reliably; three do.
+    with pytest.raises(ValueError, match=r"max_objects=4 objects at object_scale=2\.0"):
+        shapesworld("captions", 2, object_scale=2.0, max_objects=4)
+    assert len(shapesworld("captions", 4, seed=1, object_scale=2.0, min_objects=3, max_objects=3)) == 4
+    with pytest.raises(RuntimeError, match=r"object_scale=2\.5.*max_objects"):
+        sample_scene(np.random.default_rng(0), num_objects=4, object_scale=2.5, max_tries=3)
