@@ -134,6 +134,29 @@ def test_dataloader_workers_get_distinct_reproducible_streams(monkeypatch):
     assert not torch.equal(main, outputs[100][0])
 
 
+def test_processes_draw_different_streams_from_one_seed(monkeypatch):
+    # Every training process seeds torch (so the loaders' worker seeds) alike: process_index must separate them, in
+    # the main process and inside workers, while each process stays reproducible.
+    image = _image()
+    worker = {"info": None}
+    monkeypatch.setattr(torch.utils.data, "get_worker_info", lambda: worker["info"])
+
+    def draws(process_index, worker_seed=None):
+        worker["info"] = None
+        transform = DeiTTrainTransform(16, seed=3, process_index=process_index)
+        if worker_seed is not None:
+            worker["info"] = SimpleNamespace(id=0, seed=worker_seed)
+        return torch.stack([transform(image) for _ in range(3)])
+
+    for worker_seed in (None, 100):
+        assert torch.equal(draws(1, worker_seed), draws(1, worker_seed))
+        assert not torch.equal(draws(0, worker_seed), draws(1, worker_seed))
+    plain = DeiTTrainTransform(16, seed=3)  # process 0 keeps the single-process stream
+    assert torch.equal(draws(0), torch.stack([plain(image) for _ in range(3)]))
+    with pytest.raises(ValueError, match="process_index"):
+        DeiTTrainTransform(16, process_index=-1)
+
+
 # ------------------------------------------------------------------------------------------------ random resized crop
 
 

@@ -153,9 +153,12 @@ def test_sync_batchnorm_conversion(caplog):
     keys = set(model.state_dict())
     assert sync_batchnorm(model, 1, "cuda") is model
     assert not any(isinstance(m, torch.nn.SyncBatchNorm) for m in model.modules())
-    with caplog.at_level("WARNING"):
-        assert sync_batchnorm(model, 2, "cpu") is model
-    assert "per process" in caplog.text
+    for device_type in ("cpu", "mps"):
+        caplog.clear()
+        with caplog.at_level("WARNING"):
+            assert sync_batchnorm(model, 2, device_type) is model
+        assert "per process" in caplog.text and f"{device_type} processes" in caplog.text
+    assert not any(isinstance(m, torch.nn.SyncBatchNorm) for m in model.modules())
     converted = sync_batchnorm(model, 2, "cuda")
     synced = [m for m in converted.modules() if isinstance(m, torch.nn.SyncBatchNorm)]
     assert len(synced) == 2 and not any(type(m) is torch.nn.BatchNorm1d for m in converted.modules())

@@ -479,7 +479,8 @@ class DeiTTrainTransform:
     Randomness comes from the transform's own `numpy.random.Generator`, seeded from `seed` (OS entropy when `None`);
     `set_seed` restarts it. Inside a `DataLoader` worker the generator is re-seeded once per worker from
     `(seed, worker seed)`, so workers and epochs get different streams while a seeded run stays reproducible (the
-    loader's worker seeds follow `torch.manual_seed` / the loader's `generator`).
+    loader's worker seeds follow `torch.manual_seed` / the loader's `generator`). Under several training processes
+    pass `process_index`: every process seeds torch alike, so without it all processes would draw the same crops.
 
     Args:
         size (`int`): output height and width.
@@ -494,6 +495,8 @@ class DeiTTrainTransform:
             colour of the geometric RandAugment ops.
         std (`Sequence[float]`, *optional*, defaults to the ImageNet std): normalisation std.
         seed (`int`, *optional*): seed of the random generator.
+        process_index (`int`, *optional*, defaults to 0): this training process's index
+            (`TrainingArguments.process_index`); it enters the seed, so processes draw different augmentations.
 
     Raises:
         ValueError: for `size < 1`, a `scale` outside `0 < min <= max <= 1`, a bad `ratio`, probabilities outside
@@ -522,7 +525,11 @@ class DeiTTrainTransform:
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
         seed: int | None = None,
+        process_index: int = 0,
     ):
+        if isinstance(process_index, bool) or not isinstance(process_index, numbers.Integral) or process_index < 0:
+            raise ValueError(f"process_index must be a non-negative int, got {process_index!r}")
+        self.process_index = int(process_index)
         if isinstance(size, bool) or not isinstance(size, numbers.Integral) or size < 1:
             raise ValueError(f"size must be a positive int, got {size!r}")
         self.size = int(size)
@@ -546,15 +553,26 @@ class DeiTTrainTransform:
     def set_seed(self, seed: int | None) -> None:
         """Restart the random generator from `seed` (OS entropy when `None`)."""
         self.seed = seed
-        self._rng = np.random.default_rng(seed)
+        self._rng = np.random.default_rng(self._entropy())
         info = torch.utils.data.get_worker_info()
         self._worker_seed = None if info is None else info.seed  # an explicit seed inside a worker is kept
+
+    def _entropy(self, worker_seed: int | None = None) -> int | list[int] | None:
+        """Seed material `[seed, process_index, worker seed]`, leaving out what is unknown or 0 (process 0). A seeded
+        transform in process 0 outside workers is plain `default_rng(seed)`; no seed outside workers is OS entropy."""
+        if self.seed is None and worker_seed is None:
+            return None  # OS entropy already differs between processes
+        parts = [] if self.seed is None else [int(self.seed)]
+        if self.process_index:
+            parts.append(self.process_index)
+        if worker_seed is None:
+            return parts[0] if len(parts) == 1 else parts
+        return [*parts, worker_seed]
 
     def _generator(self) -> np.random.Generator:
         info = torch.utils.data.get_worker_info()
         if info is not None and info.seed != self._worker_seed:
-            entropy = [int(info.seed)] if self.seed is None else [int(self.seed), int(info.seed)]
-            self._rng = np.random.default_rng(entropy)
+            self._rng = np.random.default_rng(self._entropy(int(info.seed)))
             self._worker_seed = info.seed
         return self._rng
 

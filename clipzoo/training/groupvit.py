@@ -205,7 +205,7 @@ def train(recipe: str | Path, output_dir: str | Path, overrides: dict[str, dict[
 
         transform = DeiTTrainTransform(
             model_args.image_size, scale=tuple(data_args.crop_scale), rand_augment=data_args.rand_augment,
-            seed=data_args.seed,
+            seed=data_args.seed, process_index=training_args.process_index,
         )  # fmt: skip
     elif data_args.augmentation != "none":
         raise ValueError(f"data.augmentation must be 'none' or 'deit', got {data_args.augmentation!r}.")

@@ -27,12 +27,17 @@ logger = logging.get_logger(__name__)
 __all__ = ["ClipzooTrainer", "sync_batchnorm"]
 
 
+# Device types whose torch backends implement SyncBatchNorm's collectives (NCCL / oneCCL / HCCL).
+SYNC_BATCHNORM_DEVICES = ("cuda", "xpu", "hpu")
+
+
 def sync_batchnorm(model: torch.nn.Module, world_size: int, device_type: str) -> torch.nn.Module:
     """BatchNorm -> `torch.nn.SyncBatchNorm` for multi-process training on accelerators, as the official GroupViT does.
 
-    torch's SyncBatchNorm has no CPU kernel, so under several CPU processes the BatchNorm statistics stay per process
-    (a warning says so). The converted modules keep their parameter and buffer names, so checkpoints load into the
-    plain model.
+    Only on the device types in `SYNC_BATCHNORM_DEVICES` (cuda, xpu, hpu): torch's SyncBatchNorm has no CPU kernel and
+    other backends (mps, npu, ...) are not known to support it, so there the BatchNorm statistics stay per process (a
+    warning says so). The converted modules keep their parameter and buffer names, so checkpoints load into the plain
+    model.
 
     Args:
         model (`torch.nn.Module`): the model; converted in place where possible.
@@ -45,11 +50,13 @@ def sync_batchnorm(model: torch.nn.Module, world_size: int, device_type: str) ->
     has_batchnorm = any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
     if world_size <= 1 or not has_batchnorm:
         return model
-    if device_type == "cpu":
+    if device_type not in SYNC_BATCHNORM_DEVICES:
         logger.warning(
-            "Training on %d CPU processes: torch's SyncBatchNorm needs an accelerator, so BatchNorm statistics are per "
+            "Training on %d %s processes: torch's SyncBatchNorm runs only on %s, so BatchNorm statistics are per "
             "process (the official recipe synchronises them).",
             world_size,
+            device_type,
+            "/".join(SYNC_BATCHNORM_DEVICES),
         )
         return model
     return torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
