@@ -251,3 +251,38 @@ def test_segmentation_bad_inputs(model_and_processor):
         processor.post_process_semantic_segmentation(model, Image.new("RGB", (5, 40)), ["circle"])
     with pytest.raises(ValueError, match="stride"):
         SegmentationSettings(crop_size=32, stride=64)
+
+
+def test_several_settings_share_one_forward_pass_and_match_separate_runs(model_and_processor):
+    from clipzoo.processing.segmentation_groupvit import segment_images_multi
+
+    model, processor = model_and_processor
+    rng = np.random.default_rng(3)
+    images = [Image.fromarray(rng.integers(0, 256, size=(40, 56, 3), dtype=np.uint8)) for _ in range(2)]
+    labels = ["circle", "square", "triangle"]
+    base = {"short_side": 48, "crop_size": 32, "stride": 16}
+    settings = [
+        SegmentationSettings(**base),
+        SegmentationSettings(**base, assignment="hard"),
+        SegmentationSettings(**base, background_threshold=0.0, top_k=2),
+        SegmentationSettings(**base, with_background=False),
+    ]
+    calls = []
+    original = model.get_group_features
+    model.get_group_features = lambda *a, **k: calls.append(1) or original(*a, **k)
+    try:
+        together = segment_images_multi(model, processor.tokenizer, images, labels, settings)
+        shared_calls = len(calls)
+        separate = [segment_images(model, processor.tokenizer, images, labels, s) for s in settings]
+    finally:
+        del model.get_group_features
+    assert shared_calls * len(settings) == len(calls) - shared_calls  # one forward per window, not one per setting
+    for maps, expected in zip(together, separate):
+        assert all(torch.equal(a, b) for a, b in zip(maps, expected))
+    assert not torch.equal(together[0][0], together[3][0])  # the settings do differ here
+    with pytest.raises(ValueError, match="must share crop_size"):
+        segment_images_multi(
+            model, processor.tokenizer, images, labels, [settings[0], SegmentationSettings(short_side=48, stride=16)]
+        )
+    with pytest.raises(ValueError, match="at least one"):
+        segment_images_multi(model, processor.tokenizer, images, labels, [])

@@ -1,7 +1,6 @@
 """GroupViT training hook, collator, evaluate/segment hooks and the LoRA preset."""
 
 import json
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -15,7 +14,7 @@ from clipzoo.training.groupvit import (
     GroupViTModelArguments,
     build_model_and_processor,
     evaluate,
-    segment_cli,
+    segment,
     train,
 )
 from clipzoo.variants import get_variant
@@ -59,11 +58,10 @@ def test_train_evaluate_segment(tmp_path):
     assert {"baseline_all_background", "baseline_top1_class", "zero_shot_classification_accuracy"} <= set(result)
     image = tmp_path / "in.png"
     Image.new("RGB", (40, 36), (200, 20, 20)).save(image)
-    args = SimpleNamespace(image=image, model=out, labels="circle,square", out=tmp_path / "overlay.png")
-    assert segment_cli(args) == {"overlay": str(tmp_path / "overlay.png")}
+    assert segment(image, out, ["circle", "square"], tmp_path / "overlay.png") == tmp_path / "overlay.png"
     assert Image.open(tmp_path / "overlay.png").size == (40, 36)
     with pytest.raises(ValueError, match="duplicates"):
-        segment_cli(SimpleNamespace(image=image, model=out, labels="circle,circle", out=tmp_path / "x.png"))
+        segment(image, out, ["circle", "circle"], tmp_path / "x.png")
 
 
 def test_lora_preset_wraps_trains_saves_reloads(tmp_path):

@@ -381,6 +381,22 @@ def test_named_backgrounds_colour_the_image_and_end_the_caption():
     assert not any("background" in c for c in plain["caption"])
 
 
+def test_named_backgrounds_in_classification_keep_labels_and_objects():
+    from clipzoo.data.shapesworld import BACKGROUND_COLOURS
+
+    options = {"label_by": "shape", "object_scale": 2.0}
+    named = shapesworld("classification", 12, seed=5, named_backgrounds=True, **options)
+    plain = shapesworld("classification", 12, seed=5, **options)
+    assert named["label"] == plain["label"] and named["objects"] == plain["objects"]
+    seen = set()
+    for image, caption, plain_caption in zip(named["image"], named["caption"], plain["caption"]):
+        name = re.fullmatch(r".+ on an? (\w+) background", caption).group(1)
+        seen.add(name)
+        assert caption == f"{plain_caption} on a {name} background"
+        assert tuple(np.asarray(image)[0, 0]) == BACKGROUND_COLOURS[name]  # a corner is background
+    assert len(seen) > 1
+
+
 def test_object_scale_that_cannot_fit_max_objects_fails_early_naming_both():
     # Four objects at twice the size do not fit a scene reliably; three do.
     with pytest.raises(ValueError, match=r"max_objects=4 objects at object_scale=2\.0"):
@@ -388,3 +404,13 @@ def test_object_scale_that_cannot_fit_max_objects_fails_early_naming_both():
     assert len(shapesworld("captions", 4, seed=1, object_scale=2.0, min_objects=3, max_objects=3)) == 4
     with pytest.raises(RuntimeError, match=r"object_scale=2\.5.*max_objects"):
         sample_scene(np.random.default_rng(0), num_objects=4, object_scale=2.5, max_tries=3)
+
+
+@pytest.mark.parametrize("options", [{}, {"named_backgrounds": True, "object_scale": 2.0, "max_objects": 2}])
+def test_captions_without_rendering_equal_the_dataset_column(options):
+    from clipzoo.data.shapesworld import shapesworld_captions
+
+    dataset = shapesworld("captions", 12, seed=5, image_size=32, noise=0.05, **options)
+    assert shapesworld_captions(12, seed=5, **options) == list(dataset["caption"])
+    with pytest.raises(ValueError, match="object_scale"):
+        shapesworld_captions(2, object_scale=3.0)

@@ -61,6 +61,7 @@ __all__ = [
     "sample_scene",
     "save_shapesworld",
     "shapesworld",
+    "shapesworld_captions",
     "short_caption",
 ]
 
@@ -662,6 +663,48 @@ def _background(rng: np.random.Generator, image_size: int, noise: float) -> np.n
     return _PLAIN_BACKGROUNDS[image_size]
 
 
+def _captioned_scene(
+    rng: np.random.Generator,
+    min_objects: int,
+    max_objects: int,
+    min_gap: float,
+    object_scale: float,
+    named_backgrounds: bool,
+) -> tuple[list[ShapeObject], str | None, str]:
+    """A scene, its background name (`None` for the default background) and its short caption; draws from `rng` in
+    the order the renderer expects (scene, then background)."""
+    scene = sample_scene(
+        rng, min_objects=min_objects, max_objects=max_objects, min_gap=min_gap, object_scale=object_scale
+    )
+    if not named_backgrounds:
+        return scene, None, short_caption(scene)
+    names = list(BACKGROUND_COLOURS)
+    name = names[rng.integers(len(names))]
+    return scene, name, f"{short_caption(scene)} on a {name} background"
+
+
+def shapesworld_captions(
+    num_samples: int,
+    seed: int = 0,
+    min_objects: int = 1,
+    max_objects: int = 4,
+    min_gap: float = 0.9,
+    object_scale: float = 1.0,
+    named_backgrounds: bool = False,
+) -> list[str]:
+    """The `caption` column of `shapesworld("captions", num_samples, seed=seed, ...)` without rendering any image
+    (e.g. to build a tokenizer's corpus). Same rows as the dataset, whatever its image size or noise."""
+    if not 1 <= min_objects <= max_objects:
+        raise ValueError(f"need 1 <= min_objects <= max_objects, got {min_objects}, {max_objects}")
+    if not 0 < object_scale <= 2.5:
+        raise ValueError(f"object_scale must be in (0, 2.5] (larger objects cannot fit the image), got {object_scale}")
+    _check_scenes_fit(max_objects, min_gap, object_scale)
+    return [
+        _captioned_scene(rng, min_objects, max_objects, min_gap, object_scale, named_backgrounds)[2]
+        for rng in _sample_rngs(seed, "captions", num_samples)
+    ]
+
+
 @functools.lru_cache(maxsize=32)
 def _check_scenes_fit(max_objects: int, min_gap: float, object_scale: float, probes: int = 20) -> None:
     """Fails early, naming the options, when scenes of `max_objects` objects at `object_scale` cannot be placed
@@ -703,20 +746,16 @@ def _scene_columns(
     if task == "segmentation":
         columns["mask"] = []
     for rng in _sample_rngs(seed, task, num_samples):
-        scene = sample_scene(
-            rng, min_objects=min_objects, max_objects=max_objects, min_gap=min_gap, object_scale=object_scale
+        scene, background_name, caption = _captioned_scene(
+            rng, min_objects, max_objects, min_gap, object_scale, named_backgrounds
         )
-        suffix = ""
-        if named_backgrounds:
-            names = list(BACKGROUND_COLOURS)
-            name = names[rng.integers(len(names))]
-            background = make_background(image_size, BACKGROUND_COLOURS[name], noise, rng)
-            suffix = f" on a {name} background"
+        if background_name is not None:
+            background = make_background(image_size, BACKGROUND_COLOURS[background_name], noise, rng)
         else:
             background = _background(rng, image_size, noise)
         image, mask, bboxes = _render(scene, image_size, background)
         columns["image"].append(_encode_png(image))
-        columns["caption"].append(short_caption(scene) + suffix)
+        columns["caption"].append(caption)
         columns["long_caption"].append(long_caption(scene))
         columns["objects"].append([o.to_dict(image_size, bbox) for o, bbox in zip(scene, bboxes)])
         columns["num_objects"].append(len(scene))
@@ -744,10 +783,12 @@ def _classification_columns(
     noise: float = 0.0,
     min_gap: float = 0.9,
     object_scale: float = 1.0,
+    named_backgrounds: bool = False,
 ) -> tuple[dict[str, list], dict]:
     if not 0 < object_scale <= 2.5:
         raise ValueError(f"object_scale must be in (0, 2.5] (larger objects cannot fit the image), got {object_scale}")
     names = class_names("classification", split, label_by)
+    background_names = list(BACKGROUND_COLOURS)
     columns: dict[str, list] = {"image": [], "label": [], "caption": [], "objects": []}
     for index, rng in enumerate(_sample_rngs(seed, "classification", num_samples)):
         # Labels cycle through the classes, so every class has num_samples // num_classes (+1) images.
@@ -769,10 +810,17 @@ def _classification_columns(
             raise RuntimeError(f"could not place num_distractors={num_distractors} objects; use fewer")
         # The class object is drawn last so distractors never occlude it.
         scene = scene[1:] + scene[:1]
-        image, _, bboxes = _render(scene, image_size, _background(rng, image_size, noise))
+        caption = short_caption(scene)
+        if named_backgrounds:
+            name = background_names[rng.integers(len(background_names))]
+            background = make_background(image_size, BACKGROUND_COLOURS[name], noise, rng)
+            caption += f" on a {name} background"
+        else:
+            background = _background(rng, image_size, noise)
+        image, _, bboxes = _render(scene, image_size, background)
         columns["image"].append(_encode_png(image))
         columns["label"].append(label)
-        columns["caption"].append(short_caption(scene))
+        columns["caption"].append(caption)
         columns["objects"].append([o.to_dict(image_size, bbox) for o, bbox in zip(scene, bboxes)])
     features = {
         "image": datasets.Image(),
@@ -797,7 +845,7 @@ def shapesworld(task: str, num_samples: int, seed: int = 0, image_size: int = 64
             - `"classification"`: `image`, `label` (`ClassLabel` of `class_names("classification", split,
               label_by)`), `caption`, `objects`. kwargs: `split="all"`, `label_by="shape_colour"`,
               `num_distractors=0` (small objects of other classes; the class object is then large), `noise`, `min_gap`,
-              `object_scale`.
+              `object_scale`, `named_backgrounds`.
             - `"pairs"`: `image_a`, `image_b`, `statement_a`, `statement_b`, `attribute`, `objects_a`, `objects_b`.
               kwargs: `attributes=PAIR_ATTRIBUTES` (cycled), `max_distractors=2`, `noise`, `min_gap`.
             - `"actions"`: `frames` (list of `Image`), `label` (`ClassLabel` of `class_names("actions", split)`),

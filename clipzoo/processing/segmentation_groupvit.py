@@ -41,6 +41,7 @@ __all__ = [
     "class_scores_from_groups",
     "resize_short_side",
     "segment_images",
+    "segment_images_multi",
     "slide_window_scores",
 ]
 
@@ -245,9 +246,12 @@ def encode_class_prompts(model, tokenizer, labels: Sequence[str], template: str)
 @torch.no_grad()
 def window_scores(model, window: torch.Tensor, text_embeds: torch.Tensor, settings: SegmentationSettings):
     """Class scores of one normalised `(1, 3, h, w)` window: steps 1-6 of the module docstring."""
+    return _scores_from_features(model, model.get_group_features(window), window, text_embeds, settings)
+
+
+def _scores_from_features(model, feats, window: torch.Tensor, text_embeds: torch.Tensor, settings) -> torch.Tensor:
     patch = model.config.vision_config.patch_size
     patch = patch if isinstance(patch, int) else patch[0]
-    feats = model.get_group_features(window)
     grid = (window.shape[2] // patch, window.shape[3] // patch)
     hard = settings.assignment == "hard"
     attention_map = chain_group_attentions(feats["attentions"], grid, tuple(window.shape[2:]), hard=hard)[0]
@@ -263,6 +267,10 @@ def window_scores(model, window: torch.Tensor, text_embeds: torch.Tensor, settin
     )
 
 
+# Settings that change the model's input (so one forward pass cannot serve two values).
+_INPUT_SETTINGS = ("short_side", "max_long_side", "crop_size", "stride", "template")
+
+
 @torch.no_grad()
 def segment_images(
     model,
@@ -276,18 +284,52 @@ def segment_images(
     Raises:
         `ValueError`: empty or duplicated labels; an image smaller than one patch.
     """
-    settings = settings or SegmentationSettings()
+    return segment_images_multi(model, tokenizer, images, labels, [settings or SegmentationSettings()])[0]
+
+
+@torch.no_grad()
+def segment_images_multi(
+    model,
+    tokenizer,
+    images: Sequence[Image.Image],
+    labels: Sequence[str],
+    settings: Sequence[SegmentationSettings],
+) -> list[list[torch.Tensor]]:
+    """[`segment_images`] under several settings from one forward pass per window: `result[i]` are the label maps
+    under `settings[i]`. The settings may differ in `assignment`, `background_threshold`, `with_background` and
+    `top_k`, not in what changes the model's input (`short_side`, `max_long_side`, `crop_size`, `stride`,
+    `template`).
+
+    Raises:
+        `ValueError`: no settings, or settings that differ in the model's input; empty or duplicated labels; an image
+            smaller than one patch.
+    """
+    settings = list(settings)
+    if not settings:
+        raise ValueError("segment_images_multi needs at least one SegmentationSettings.")
+    for name in _INPUT_SETTINGS:
+        values = {getattr(s, name) for s in settings}
+        if len(values) > 1:
+            raise ValueError(
+                f"Settings must share {name} (it changes the model's input); got {sorted(map(str, values))}."
+            )
+    first = settings[0]
     labels = check_labels(labels)
     if isinstance(images, Image.Image):
         images = [images]
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    text_embeds = encode_class_prompts(model, tokenizer, labels, settings.template)
+    text_embeds = encode_class_prompts(model, tokenizer, labels, first.template)
     patch = model.config.vision_config.patch_size
     patch = patch if isinstance(patch, int) else patch[0]
-    channels = len(labels) + int(settings.with_background)
-    results = []
+    channels = [len(labels) + int(s.with_background) for s in settings]
+
+    def all_scores(window: torch.Tensor) -> torch.Tensor:
+        feats = model.get_group_features(window)
+        return torch.cat([_scores_from_features(model, feats, window, text_embeds, s) for s in settings])
+
+    results: list[list[torch.Tensor]] = [[] for _ in settings]
     for index, image in enumerate(images):
         if not isinstance(image, Image.Image):
             raise TypeError(f"Image {index} is a {type(image).__name__}, expected a PIL image.")
@@ -295,16 +337,11 @@ def segment_images(
             raise ValueError(
                 f"Image {index} is {image.size[0]}x{image.size[1]} pixels, smaller than the {patch}-pixel patch."
             )
-        pixels = _normalise(resize_short_side(image, settings.short_side, settings.max_long_side)).to(device)
-        scores = slide_window_scores(
-            lambda window: window_scores(model, window, text_embeds, settings),
-            pixels,
-            channels,
-            settings.crop_size,
-            settings.stride,
-        )
+        pixels = _normalise(resize_short_side(image, first.short_side, first.max_long_side)).to(device)
+        scores = slide_window_scores(all_scores, pixels, sum(channels), first.crop_size, first.stride)
         scores = F.interpolate(scores[None], size=image.size[::-1], mode="bilinear", align_corners=False)[0]
-        results.append(scores.argmax(dim=0).cpu())
+        for result, part in zip(results, scores.split(channels)):
+            result.append(part.argmax(dim=0).cpu())
     model.train(was_training)
     return results
 
