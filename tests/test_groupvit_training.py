@@ -167,11 +167,17 @@ def test_collator_with_deit_augmentation():
     from clipzoo.processing.augmentation import DeiTTrainTransform
 
     _, processor = build_model_and_processor(GroupViTModelArguments(**TINY_MODEL))
-    rows = [{"image": Image.new("RGB", (40, 40), (30 * i, 100, 200)), "caption": "a red circle"} for i in range(3)]
+    rng = np.random.default_rng(0)
+    images = [Image.fromarray(rng.integers(0, 256, size=(40, 48, 3), dtype=np.uint8)) for _ in range(3)]
+    rows = [{"image": image, "caption": "a red circle"} for image in images]
     plain = GroupViTCollator(processor, num_prompts=3, seed=0)(rows)
     augmented = GroupViTCollator(processor, 3, seed=0, image_transform=DeiTTrainTransform(32, seed=0))(rows)
+    # The collator applies the transform to each image, in order, instead of the processor's resize.
+    twin = DeiTTrainTransform(32, seed=0)
+    torch.testing.assert_close(
+        augmented["pixel_values"], torch.stack([twin(image) for image in images]), rtol=0, atol=0
+    )
     assert augmented["pixel_values"].shape == plain["pixel_values"].shape == (3, 3, 32, 32)
-    assert not torch.allclose(augmented["pixel_values"], plain["pixel_values"])
     torch.testing.assert_close(augmented["input_ids"], plain["input_ids"])
 
 
