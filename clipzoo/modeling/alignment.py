@@ -18,7 +18,8 @@ Two exact evaluations, both batched over every query-support pair:
 - **Row products (default).** In the exponential domain E = exp(-cum / lambda) the recurrence is linear: every row is
   E_l = A_l * cumsum((E_{l-1} S^T) * R_l), where column 0 (always E = 1) carries the free start, A_l and R_l are
   cumulative products of exp(-d / lambda) (computed for all rows at once) and S holds the fixed diagonal / vertical
-  moves. The Python loop has Lq - 1 steps of 4 small operations, forward and backward. It runs in float64 (every term
+  moves. The Python loop has Lq - 1 steps of 4 small operations, forward and backward (`compiled=True` runs both
+  through `torch.compile`, which cuts the per-operation overhead). It runs in float64 (every term
   is positive, so nothing cancels) and is used while (Lq + 2 * (Ls + 2)) * max|d| / lambda + (Lq + Ls) * log 3 <= 600
   (the second term bounds the log of the number of alignment paths). For cosine distances (at most 2) that holds up
   to 8 frames at lambda = 0.1 and up to 41 frames at lambda = 0.5. Reading max|d| from the tensor is a device sync;
@@ -202,6 +203,69 @@ def _row_matrices(columns: int, device: torch.device) -> tuple[torch.Tensor, tor
     return s.t().contiguous().to(device), upper.to(device)
 
 
+def _row_forward(
+    dists: torch.Tensor, s_t: torch.Tensor, upper: torch.Tensor, lbda: float, both_directions: bool
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Forward of `_OTAMRowFunction` as a pure function (so it can be compiled): the distance `(B,)` and what the
+    backward needs, `A`, `R`, the final cells and the row sums, each `(Lq, D * B, M')` float64 but `final` (D * B,)."""
+    batch, rows, _ = dists.shape
+    # log a = -d / lambda, rows first so every row is one contiguous (D * B, M') block; the padding columns 0 and M'-1
+    # have d = 0. Cast first, then scale: low-precision input is not rounded again at its own precision.
+    body = torch.cat([dists.transpose(0, 1), dists.permute(2, 0, 1)], 1) if both_directions else dists.transpose(0, 1)
+    log_a = torch.nn.functional.pad(body.to(torch.float64), (1, 1)) * (-1.0 / lbda)
+    a_cum = log_a.cumsum(-1).exp()  # A[m] = prod_{i<=m} a_i
+    r_cum = torch.nn.functional.pad(a_cum[:, :, :-1].reciprocal(), (1, 0), value=1.0)  # R[m] = 1 / A[m-1]
+    state = a_cum[0]  # E of row 0 (its sums are 1)
+    sums = [torch.ones_like(state)]
+    for row in range(1, rows):
+        row_sums = ((state @ s_t) * r_cum[row]) @ upper  # cumsum(b * R)
+        sums.append(row_sums)
+        state = row_sums * a_cum[row]
+    final = state[:, -1]
+    distance = final.log() * -lbda
+    if both_directions:
+        distance = distance[:batch] + distance[batch:]
+    return distance, a_cum, r_cum, final, torch.stack(sums)
+
+
+def _row_backward(
+    grad_output: torch.Tensor,
+    a_cum: torch.Tensor,
+    r_cum: torch.Tensor,
+    final: torch.Tensor,
+    sums: torch.Tensor,
+    s: torch.Tensor,
+    upper_t: torch.Tensor,
+    lbda: float,
+    batch: int,
+) -> torch.Tensor:
+    """Backward of `_OTAMRowFunction` as a pure function: the float64 gradient `(B, Lq, Ls)`.
+
+    G_l = dL/dE_l through the next row only; H_l = reverse cumsum of G_l * A_l. Counting the horizontal moves, the
+    total sensitivity of cell (l, m) is H_l[m] / A_l[m], and log a[l, m] reaches the output only through
+    E[l, m] = A_l[m] * sums_l[m], as a factor: dL/dlog a[l, m] = H_l[m] * sums_l[m].
+    """
+    rows, total, columns = a_cum.shape
+    grad_final = (final.reciprocal() * -lbda).view(total // batch, batch) * grad_output.to(torch.float64)
+    # G of the last row (only the final cell), already multiplied by A.
+    grad_state = torch.nn.functional.pad(grad_final.reshape(total, 1) * a_cum[rows - 1, :, -1:], (columns - 1, 0))
+    reverse_sums = []
+    for row in range(rows - 1, 0, -1):
+        reverse_sums.append(grad_state @ upper_t)
+        grad_state = ((reverse_sums[-1] * r_cum[row]) @ s) * a_cum[row - 1]
+    reverse_sums.append(grad_state @ upper_t)
+    grad_d = (torch.stack(reverse_sums[::-1]) * sums)[:, :, 1:-1] * (-1.0 / lbda)
+    if total > batch:
+        return grad_d[:, :batch].transpose(0, 1) + grad_d[:, batch:].permute(1, 2, 0)
+    return grad_d.transpose(0, 1)
+
+
+@functools.lru_cache(maxsize=1)
+def _compiled_row_kernels():
+    """`torch.compile`d `_row_forward` / `_row_backward` (static shapes: one compilation per episode shape)."""
+    return torch.compile(_row_forward, dynamic=False), torch.compile(_row_backward, dynamic=False)
+
+
 class _OTAMRowFunction(torch.autograd.Function):
     """OTAM by rows in the exponential domain, with an analytic backward.
 
@@ -211,79 +275,34 @@ class _OTAMRowFunction(torch.autograd.Function):
 
     Takes the unpadded distances `(B, Lq, Ls)`; padding, the float64 cast and (with `both_directions`, square
     distances only) the transposed direction happen inside, so they cost no autograd nodes. Returns `(B,)` in float32
-    (float64 for float64 input), summed over the two directions when `both_directions`.
+    (float64 for float64 input), summed over the two directions when `both_directions`. With `compiled`, the forward
+    and backward run through `torch.compile`.
     """
 
     @staticmethod
-    def forward(ctx, dists: torch.Tensor, lbda: float, both_directions: bool) -> torch.Tensor:
-        batch, rows, support_frames = dists.shape
-        columns = support_frames + 2
-        directions = 2 if both_directions else 1
-        s_t, upper = _row_matrices(columns, dists.device)
-        # log a = -d / lambda, rows first so every row is one contiguous (directions * B, M') block; the padding
-        # columns 0 and M'-1 have d = 0.
-        log_a = dists.new_empty((rows, directions * batch, columns), dtype=torch.float64)
-        log_a[:, :, 0] = 0.0
-        log_a[:, :, -1] = 0.0
-        # Cast first, then scale: low-precision input is not rounded again at its own precision.
-        log_a[:, :batch, 1:-1].copy_(dists.transpose(0, 1)).mul_(-1.0 / lbda)
-        if both_directions:
-            log_a[:, batch:, 1:-1].copy_(dists.permute(2, 0, 1)).mul_(-1.0 / lbda)
-        a_cum = log_a.cumsum(-1).exp_()  # A[m] = prod_{i<=m} a_i
-        r_cum = torch.empty_like(log_a)  # R[m] = 1 / A[m-1]
-        r_cum[:, :, 0] = 1.0
-        torch.reciprocal(a_cum[:, :, :-1], out=r_cum[:, :, 1:])
-        sums = torch.empty_like(log_a)  # cumsum(b * R); row 0 is 1 (E = A)
-        sums[0] = 1.0
-        weighted = torch.empty_like(log_a[0])  # b * R of the current row
-        state = a_cum[0]  # E of row 0
-        for row in range(1, rows):
-            torch.mm(state, s_t, out=weighted)
-            torch.mm(weighted.mul_(r_cum[row]), upper, out=sums[row])
-            state = a_cum[row] * sums[row]
-        final = state[:, -1]
-        ctx.lbda, ctx.batch, ctx.dtype = lbda, batch, dists.dtype
+    def forward(ctx, dists: torch.Tensor, lbda: float, both_directions: bool, compiled: bool = False) -> torch.Tensor:
+        s_t, upper = _row_matrices(dists.shape[-1] + 2, dists.device)
+        kernel = _compiled_row_kernels()[0] if compiled else _row_forward
+        distance, a_cum, r_cum, final, sums = kernel(dists, s_t, upper, float(lbda), both_directions)
+        ctx.lbda, ctx.batch, ctx.dtype, ctx.compiled = lbda, dists.shape[0], dists.dtype, compiled
         ctx.save_for_backward(a_cum, r_cum, final, sums)
-        distance = final.log().mul_(-lbda)
-        out = dists.new_empty(batch, dtype=torch.float64 if dists.dtype == torch.float64 else torch.float32)
-        if both_directions:
-            return torch.add(distance[:batch], distance[batch:], out=out)
-        return out.copy_(distance)
+        return distance.to(torch.float64 if dists.dtype == torch.float64 else torch.float32)
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad_output: torch.Tensor) -> tuple[torch.Tensor, None, None]:
-        # G_l = dL/dE_l through the next row only; H_l = reverse cumsum of G_l * A_l. Counting the horizontal moves,
-        # the total sensitivity of cell (l, m) is H_l[m] / A_l[m], and log a[l, m] reaches the output only through
-        # E[l, m] = A_l[m] * sums_l[m], as a factor: dL/dlog a[l, m] = H_l[m] * sums_l[m].
+    def backward(ctx, grad_output: torch.Tensor) -> tuple[torch.Tensor, None, None, None]:
         a_cum, r_cum, final, sums = ctx.saved_tensors
-        rows, total, columns = a_cum.shape
-        batch = ctx.batch
-        if batch == 0:
-            return a_cum.new_zeros((0, rows, columns - 2), dtype=ctx.dtype), None, None
+        rows, _, columns = a_cum.shape
+        if ctx.batch == 0:
+            return a_cum.new_zeros((0, rows, columns - 2), dtype=ctx.dtype), None, None, None
         s, upper_t = (m.t() for m in _row_matrices(columns, a_cum.device))
-        reverse_sums = torch.empty_like(a_cum)  # H
-        grad_state = torch.zeros_like(a_cum[0])  # G of the last row: only the final cell
-        last = grad_state[:, -1]
-        torch.reciprocal(final, out=last)
-        last.mul_(-ctx.lbda).unflatten(0, (total // batch, batch)).mul_(grad_output.to(torch.float64))
-        for row in range(rows - 1, 0, -1):
-            torch.mm(grad_state.mul_(a_cum[row]), upper_t, out=reverse_sums[row])
-            grad_state = (reverse_sums[row] * r_cum[row]) @ s
-        torch.mm(grad_state.mul_(a_cum[0]), upper_t, out=reverse_sums[0])
-        grad_d = reverse_sums.mul_(sums)[:, :, 1:-1].mul_(-1.0 / ctx.lbda)
-        grad = a_cum.new_empty((batch, rows, columns - 2), dtype=ctx.dtype)
-        if total > batch:
-            return (
-                torch.add(grad_d[:, :batch].transpose(0, 1), grad_d[:, batch:].permute(1, 2, 0), out=grad),
-                None,
-                None,
-            )
-        return grad.copy_(grad_d.transpose(0, 1)), None, None
+        kernel = _compiled_row_kernels()[1] if ctx.compiled else _row_backward
+        grad = kernel(grad_output, a_cum, r_cum, final, sums, s, upper_t, float(ctx.lbda), ctx.batch)
+        return grad.to(ctx.dtype), None, None, None
 
 
 def otam_cumulative_distance(
-    dists: torch.Tensor, lbda: float = 0.5, max_distance: float | None = None
+    dists: torch.Tensor, lbda: float = 0.5, max_distance: float | None = None, compiled: bool = False
 ) -> torch.Tensor:
     """One-direction OTAM distance, vectorised along anti-diagonals and batched over all leading dimensions.
 
@@ -293,6 +312,9 @@ def otam_cumulative_distance(
         max_distance (`float`, *optional*): a bound on `|dists|` known to the caller (2 for [`frame_distances`]). It
             picks the evaluation path without reading the maximum from the tensor, which is a device sync (and breaks
             CUDA graph capture). A wrong bound can overflow the float64 row path.
+        compiled (`bool`, *optional*, defaults to `False`): run the row path's forward and backward through
+            `torch.compile` (about 25 s of compilation per new input shape on a CPU, then fewer, fused kernels; needs
+            a C++ compiler on CPU, Triton on GPU). Same results; the log-domain fallback stays eager.
 
     Returns:
         `torch.Tensor` of shape `(...)`, float32 (float64 for float64 input). Differentiable once (no double
@@ -308,13 +330,17 @@ def otam_cumulative_distance(
         rows, support_frames = dists.shape[-2:]
         flat = dists.reshape(-1, rows, support_frames)
         if _row_path_fits(flat, lbda, max_distance):
-            return _OTAMRowFunction.apply(flat, float(lbda), False).reshape(lead)
+            return _OTAMRowFunction.apply(flat, float(lbda), False, compiled).reshape(lead)
         padded = torch.nn.functional.pad(flat.to(dtype), (1, 1))  # (B, L, M')
         return _OTAMFunction.apply(padded, float(lbda)).reshape(lead)
 
 
 def otam_distance(
-    dists: torch.Tensor, lbda: float = 0.5, bidirectional: bool = True, max_distance: float | None = None
+    dists: torch.Tensor,
+    lbda: float = 0.5,
+    bidirectional: bool = True,
+    max_distance: float | None = None,
+    compiled: bool = False,
 ) -> torch.Tensor:
     """OTAM distance between every query and support sequence, optionally summed over both directions.
 
@@ -325,6 +351,8 @@ def otam_distance(
         bidirectional (`bool`, *optional*, defaults to `True`): add the support-to-query alignment (the transposed
             distance matrix), as the official code does unless `TRAIN.SINGLE_DIRECT`.
         max_distance (`float`, *optional*): a known bound on `|dists|`; see [`otam_cumulative_distance`].
+        compiled (`bool`, *optional*, defaults to `False`): `torch.compile` the row path; see
+            [`otam_cumulative_distance`].
 
     Returns:
         `torch.Tensor` of shape `(num_query, num_support)`.
@@ -334,7 +362,7 @@ def otam_distance(
             f"Expected dists of shape (num_query, num_support, query_frames, support_frames); got {tuple(dists.shape)}."
         )
     if not bidirectional:
-        return otam_cumulative_distance(dists, lbda, max_distance)
+        return otam_cumulative_distance(dists, lbda, max_distance, compiled)
     if lbda <= 0:
         raise ValueError(f"OTAM lambda must be > 0; got {lbda}.")
     num_query, num_support, rows, support_frames = dists.shape
@@ -342,13 +370,13 @@ def otam_distance(
         with torch.autocast(device_type=dists.device.type, enabled=False):
             flat = dists.reshape(-1, rows, support_frames)
             if _row_path_fits(flat, lbda, max_distance):
-                return _OTAMRowFunction.apply(flat, float(lbda), True).reshape(num_query, num_support)
+                return _OTAMRowFunction.apply(flat, float(lbda), True, compiled).reshape(num_query, num_support)
     transposed = dists.transpose(-1, -2)
     if dists.shape[-1] == dists.shape[-2]:
-        both = otam_cumulative_distance(torch.stack([dists, transposed]), lbda, max_distance)
+        both = otam_cumulative_distance(torch.stack([dists, transposed]), lbda, max_distance, compiled)
         return both[0] + both[1]
-    return otam_cumulative_distance(dists, lbda, max_distance) + otam_cumulative_distance(
-        transposed, lbda, max_distance
+    return otam_cumulative_distance(dists, lbda, max_distance, compiled) + otam_cumulative_distance(
+        transposed, lbda, max_distance, compiled
     )
 
 

@@ -275,7 +275,13 @@ class ClipzooCLIPFSARModel(ClipzooCLIPFSARPreTrainedModel):
         else:
             dists = frame_distances(query_features, prototypes, self.config.cos_eps)
             # 1 - cos with eps >= 0 lies in [0, 2]: the bound spares OTAM a device sync to read the maximum.
-            scores = -otam_distance(dists, self.config.otam_lambda, self.config.otam_bidirectional, max_distance=2.0)
+            scores = -otam_distance(
+                dists,
+                self.config.otam_lambda,
+                self.config.otam_bidirectional,
+                max_distance=2.0,
+                compiled=self.config.otam_compile,
+            )
         if not per_class:
             scores = class_means(scores.t(), support_labels, way).t()
         return scores, query_features, prototypes

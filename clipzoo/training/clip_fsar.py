@@ -65,6 +65,7 @@ class CLIPFSARModelArguments:
     ffn_dropout: float = 0.05
     otam_lambda: float = 0.5
     otam_bidirectional: bool = True
+    otam_compile: bool = False
     video_text_loss_weight: float = 3.0
     use_prototype_modulation: bool = True
     metric: str = "otam"
