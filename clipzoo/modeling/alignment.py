@@ -206,8 +206,8 @@ def _row_matrices(columns: int, device: torch.device) -> tuple[torch.Tensor, tor
 def _row_forward(
     dists: torch.Tensor, s_t: torch.Tensor, upper: torch.Tensor, lbda: float, both_directions: bool
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Forward of `_OTAMRowFunction` as a pure function (so it can be compiled): the distance `(B,)` and what the
-    backward needs, `A`, `R`, the final cells and the row sums, each `(Lq, D * B, M')` float64 but `final` (D * B,)."""
+    """Forward of `_OTAMRowFunction` as a pure function, for `torch.compile` (the eager path runs the same computation
+    in place): the distance `(B,)` and what the backward needs, `A`, `R`, the final cells and the row sums, each `(Lq, D * B, M')` float64 but `final` (D * B,)."""
     batch, rows, _ = dists.shape
     # log a = -d / lambda, rows first so every row is one contiguous (D * B, M') block; the padding columns 0 and M'-1
     # have d = 0. Cast first, then scale: low-precision input is not rounded again at its own precision.
@@ -239,7 +239,7 @@ def _row_backward(
     lbda: float,
     batch: int,
 ) -> torch.Tensor:
-    """Backward of `_OTAMRowFunction` as a pure function: the float64 gradient `(B, Lq, Ls)`.
+    """Backward of `_OTAMRowFunction` as a pure function, for `torch.compile`: the float64 gradient `(B, Lq, Ls)`.
 
     G_l = dL/dE_l through the next row only; H_l = reverse cumsum of G_l * A_l. Counting the horizontal moves, the
     total sensitivity of cell (l, m) is H_l[m] / A_l[m], and log a[l, m] reaches the output only through
@@ -281,24 +281,75 @@ class _OTAMRowFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, dists: torch.Tensor, lbda: float, both_directions: bool, compiled: bool = False) -> torch.Tensor:
-        s_t, upper = _row_matrices(dists.shape[-1] + 2, dists.device)
-        kernel = _compiled_row_kernels()[0] if compiled else _row_forward
-        distance, a_cum, r_cum, final, sums = kernel(dists, s_t, upper, float(lbda), both_directions)
         ctx.lbda, ctx.batch, ctx.dtype, ctx.compiled = lbda, dists.shape[0], dists.dtype, compiled
+        out_dtype = torch.float64 if dists.dtype == torch.float64 else torch.float32
+        s_t, upper = _row_matrices(dists.shape[-1] + 2, dists.device)
+        if compiled:
+            distance, a_cum, r_cum, final, sums = _compiled_row_kernels()[0](dists, s_t, upper, lbda, both_directions)
+            ctx.save_for_backward(a_cum, r_cum, final, sums)
+            return distance.to(out_dtype)
+        # Eager: the same computation as `_row_forward`, written in place into preallocated buffers, which is faster
+        # when every operation is tiny (measured in benchmarks/RESULTS.md).
+        batch, rows, _ = dists.shape
+        directions = 2 if both_directions else 1
+        log_a = dists.new_empty((rows, directions * batch, dists.shape[-1] + 2), dtype=torch.float64)
+        log_a[:, :, 0] = 0.0
+        log_a[:, :, -1] = 0.0
+        log_a[:, :batch, 1:-1].copy_(dists.transpose(0, 1)).mul_(-1.0 / lbda)
+        if both_directions:
+            log_a[:, batch:, 1:-1].copy_(dists.permute(2, 0, 1)).mul_(-1.0 / lbda)
+        a_cum = log_a.cumsum(-1).exp_()
+        r_cum = torch.empty_like(log_a)
+        r_cum[:, :, 0] = 1.0
+        torch.reciprocal(a_cum[:, :, :-1], out=r_cum[:, :, 1:])
+        sums = torch.empty_like(log_a)
+        sums[0] = 1.0
+        weighted = torch.empty_like(log_a[0])
+        state = a_cum[0]
+        for row in range(1, rows):
+            torch.mm(state, s_t, out=weighted)
+            torch.mm(weighted.mul_(r_cum[row]), upper, out=sums[row])
+            state = a_cum[row] * sums[row]
+        final = state[:, -1]
         ctx.save_for_backward(a_cum, r_cum, final, sums)
-        return distance.to(torch.float64 if dists.dtype == torch.float64 else torch.float32)
+        distance = final.log().mul_(-lbda)
+        out = dists.new_empty(batch, dtype=out_dtype)
+        if both_directions:
+            return torch.add(distance[:batch], distance[batch:], out=out)
+        return out.copy_(distance)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_output: torch.Tensor) -> tuple[torch.Tensor, None, None, None]:
         a_cum, r_cum, final, sums = ctx.saved_tensors
-        rows, _, columns = a_cum.shape
-        if ctx.batch == 0:
+        rows, total, columns = a_cum.shape
+        batch = ctx.batch
+        if batch == 0:
             return a_cum.new_zeros((0, rows, columns - 2), dtype=ctx.dtype), None, None, None
         s, upper_t = (m.t() for m in _row_matrices(columns, a_cum.device))
-        kernel = _compiled_row_kernels()[1] if ctx.compiled else _row_backward
-        grad = kernel(grad_output, a_cum, r_cum, final, sums, s, upper_t, float(ctx.lbda), ctx.batch)
-        return grad.to(ctx.dtype), None, None, None
+        if ctx.compiled:
+            grad = _compiled_row_kernels()[1](grad_output, a_cum, r_cum, final, sums, s, upper_t, ctx.lbda, batch)
+            return grad.to(ctx.dtype), None, None, None
+        # Eager, in place: `_row_backward`'s computation.
+        reverse_sums = torch.empty_like(a_cum)
+        grad_state = torch.zeros_like(a_cum[0])
+        last = grad_state[:, -1]
+        torch.reciprocal(final, out=last)
+        last.mul_(-ctx.lbda).unflatten(0, (total // batch, batch)).mul_(grad_output.to(torch.float64))
+        for row in range(rows - 1, 0, -1):
+            torch.mm(grad_state.mul_(a_cum[row]), upper_t, out=reverse_sums[row])
+            grad_state = (reverse_sums[row] * r_cum[row]) @ s
+        torch.mm(grad_state.mul_(a_cum[0]), upper_t, out=reverse_sums[0])
+        grad_d = reverse_sums.mul_(sums)[:, :, 1:-1].mul_(-1.0 / ctx.lbda)
+        grad = a_cum.new_empty((batch, rows, columns - 2), dtype=ctx.dtype)
+        if total > batch:
+            return (
+                torch.add(grad_d[:, :batch].transpose(0, 1), grad_d[:, batch:].permute(1, 2, 0), out=grad),
+                None,
+                None,
+                None,
+            )
+        return grad.copy_(grad_d.transpose(0, 1)), None, None, None
 
 
 def otam_cumulative_distance(
