@@ -73,7 +73,7 @@ def main() -> None:
                     dists.transpose(-1, -2), 0.5
                 )
             else:
-                out = otam_distance(dists, 0.5)
+                out = otam_distance(dists, 0.5, max_distance=2.0)  # as the model calls it
             out.sum().backward()
 
         return run

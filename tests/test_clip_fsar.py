@@ -162,3 +162,27 @@ def test_bad_episodes_are_clear_errors():
         model(**{k: v for k, v in inputs.items() if k != "support_class_ids"})
     with pytest.raises(ValueError, match="needs labels"):
         model(**{k: v for k, v in inputs.items() if k != "labels"})
+
+
+def test_otam_compile_config_routes_through_the_compiled_kernels(monkeypatch):
+    from clipzoo.modeling import alignment
+
+    calls = []
+    kernels = (
+        lambda *a: calls.append("forward") or alignment._row_forward(*a),
+        lambda *a: calls.append("backward") or alignment._row_backward(*a),
+    )
+    monkeypatch.setattr(alignment, "_compiled_row_kernels", lambda: kernels)
+    inputs = ROW.tiny_inputs(ROW.tiny_config(), 0)
+    eager, compiled = _model(), _model(otam_compile=True)  # eval mode: no dropout, so the losses must agree
+    eager_loss = eager(**inputs).loss
+    eager_loss.backward()
+    assert calls == []
+    compiled_loss = compiled(**inputs).loss
+    compiled_loss.backward()
+    assert calls == ["forward", "backward"]
+    torch.testing.assert_close(compiled_loss, eager_loss)
+    for (name, p), q in zip(eager.named_parameters(), compiled.parameters()):
+        if p.grad is not None:
+            torch.testing.assert_close(q.grad, p.grad, msg=name)
+    assert ClipzooCLIPFSARModel(ROW.tiny_config()).config.otam_compile is False
