@@ -694,15 +694,19 @@ def shapesworld_captions(
 ) -> list[str]:
     """The `caption` column of `shapesworld("captions", num_samples, seed=seed, ...)` without rendering any image
     (e.g. to build a tokenizer's corpus). Same rows as the dataset, whatever its image size or noise."""
+    _check_scene_options(min_objects, max_objects, min_gap, object_scale)
+    return [
+        _captioned_scene(rng, min_objects, max_objects, min_gap, object_scale, named_backgrounds)[2]
+        for rng in _sample_rngs(seed, "captions", num_samples)
+    ]
+
+
+def _check_scene_options(min_objects: int, max_objects: int, min_gap: float, object_scale: float) -> None:
     if not 1 <= min_objects <= max_objects:
         raise ValueError(f"need 1 <= min_objects <= max_objects, got {min_objects}, {max_objects}")
     if not 0 < object_scale <= 2.5:
         raise ValueError(f"object_scale must be in (0, 2.5] (larger objects cannot fit the image), got {object_scale}")
     _check_scenes_fit(max_objects, min_gap, object_scale)
-    return [
-        _captioned_scene(rng, min_objects, max_objects, min_gap, object_scale, named_backgrounds)[2]
-        for rng in _sample_rngs(seed, "captions", num_samples)
-    ]
 
 
 @functools.lru_cache(maxsize=32)
@@ -737,11 +741,7 @@ def _scene_columns(
     object_scale: float = 1.0,
     named_backgrounds: bool = False,
 ) -> tuple[dict[str, list], dict]:
-    if not 1 <= min_objects <= max_objects:
-        raise ValueError(f"need 1 <= min_objects <= max_objects, got {min_objects}, {max_objects}")
-    if not 0 < object_scale <= 2.5:
-        raise ValueError(f"object_scale must be in (0, 2.5] (larger objects cannot fit the image), got {object_scale}")
-    _check_scenes_fit(max_objects, min_gap, object_scale)
+    _check_scene_options(min_objects, max_objects, min_gap, object_scale)
     columns: dict[str, list] = {"image": [], "caption": [], "long_caption": [], "objects": [], "num_objects": []}
     if task == "segmentation":
         columns["mask"] = []
