@@ -134,3 +134,14 @@ def test_train_rejects_batched_episodes(backbone_dir, tmp_path):
     )
     with pytest.raises(ValueError, match="one episode"):
         clip_fsar.train(recipe, tmp_path / "out")
+
+
+@pytest.mark.slow
+def test_train_and_evaluate_with_compiled_otam(backbone_dir, tmp_path):
+    # Real torch.compile inside Trainer steps, validation and test episodes (about a minute of compilation on a CPU).
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(RECIPE.format(backbone=backbone_dir))
+    out = clip_fsar.train(recipe, tmp_path / "out", {"model": {"otam_compile": True}})
+    assert json.loads((Path(out) / "config.json").read_text())["otam_compile"] is True
+    result = clip_fsar.evaluate(out, num_samples=4)
+    assert 0.0 <= result["1-shot"]["accuracy"] <= 1.0
