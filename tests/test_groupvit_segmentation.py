@@ -253,6 +253,20 @@ def test_segmentation_bad_inputs(model_and_processor):
         SegmentationSettings(crop_size=32, stride=64)
 
 
+def _segment_one_setting(model, tokenizer, image, labels, settings):
+    from clipzoo.processing.segmentation_groupvit import _normalise, encode_class_prompts, window_scores
+
+    text = encode_class_prompts(model, tokenizer, labels, settings.template)
+    pixels = _normalise(resize_short_side(image, settings.short_side, settings.max_long_side))
+    channels = len(labels) + int(settings.with_background)
+    with torch.no_grad():
+        scores = slide_window_scores(
+            lambda window: window_scores(model, window, text, settings), pixels, channels, settings.crop_size,
+            settings.stride,
+        )  # fmt: skip
+    return F.interpolate(scores[None], size=image.size[::-1], mode="bilinear", align_corners=False)[0].argmax(0)
+
+
 def test_several_settings_share_one_forward_pass_and_match_separate_runs(model_and_processor):
     from clipzoo.processing.segmentation_groupvit import segment_images_multi
 
@@ -273,12 +287,16 @@ def test_several_settings_share_one_forward_pass_and_match_separate_runs(model_a
     try:
         together = segment_images_multi(model, processor.tokenizer, images, labels, settings)
         shared_calls = len(calls)
-        separate = [segment_images(model, processor.tokenizer, images, labels, s) for s in settings]
+        # Independent reference: each setting on its own, through the per-window step `window_scores`.
+        separate = [[_segment_one_setting(model, processor.tokenizer, image, labels, s) for image in images]
+                    for s in settings]  # fmt: skip
     finally:
         del model.get_group_features
     assert shared_calls * len(settings) == len(calls) - shared_calls  # one forward per window, not one per setting
     for maps, expected in zip(together, separate):
         assert all(torch.equal(a, b) for a, b in zip(maps, expected))
+    single = segment_images(model, processor.tokenizer, images, labels, settings[0])
+    assert len(single) == len(images) and all(torch.equal(a, b) for a, b in zip(single, together[0]))
     assert not torch.equal(together[0][0], together[3][0])  # the settings do differ here
     with pytest.raises(ValueError, match="must share crop_size"):
         segment_images_multi(

@@ -135,13 +135,35 @@ def test_weight_decay_grouping_survives_flat_shards(tmp_path):
     model, _ = build_model_and_processor(GroupViTModelArguments(**TINY_MODEL))
     # The official rule (utils/optimizer.py), applied to the unsharded shapes, written out independently of the code.
     expected = {n for n, p in model.named_parameters() if not (p.ndim == 1 or n.endswith(".bias"))}
+    trainer = ClipzooTrainer(model=model, args=TrainingArguments(str(tmp_path), report_to=[], use_cpu=True))
+    assert set(trainer.get_decay_parameter_names(model)) == expected
+    original_shapes = {}
     for module in model.modules():
         for name, param in list(module._parameters.items()):
             if param is not None:
+                original_shapes[id(module), name] = param.shape
                 module._parameters[name] = torch.nn.Parameter(param.detach().reshape(-1))
     assert all(p.ndim == 1 for p in model.parameters())
-    trainer = ClipzooTrainer(model=model, args=TrainingArguments(str(tmp_path), report_to=[], use_cpu=True))
     assert set(trainer.get_decay_parameter_names(model)) == expected
+    # DeepSpeed ZeRO-3 keeps the original shapes in `ds_shape`.
+    for module in model.modules():
+        for name, param in module._parameters.items():
+            if param is not None:
+                param.ds_shape = original_shapes[id(module), name]
+    assert set(trainer.get_decay_parameter_names(model)) == expected
+
+
+def test_weight_decay_grouping_excludes_other_1d_parameters_where_shapes_are_known(tmp_path):
+    from transformers import TrainingArguments
+
+    from clipzoo.training.trainer import ClipzooTrainer
+
+    model, _ = build_model_and_processor(GroupViTModelArguments(**TINY_MODEL))
+    model.text_model.extra_gain = torch.nn.Parameter(torch.ones(4))  # 1-D, neither a norm weight nor a bias
+    trainer = ClipzooTrainer(model=model, args=TrainingArguments(str(tmp_path), report_to=[], use_cpu=True))
+    names = trainer.get_decay_parameter_names(model)
+    assert "text_model.extra_gain" in dict(model.named_parameters())
+    assert "text_model.extra_gain" not in names and "logit_scale" in names
 
 
 def test_sync_batchnorm_conversion(caplog):

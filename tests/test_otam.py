@@ -205,7 +205,11 @@ def test_double_backward_raises(otam_path):
         grad.sum().backward()
 
 
-def test_compiled_flag_routes_the_row_path_through_the_compiled_kernels(monkeypatch):
+@pytest.mark.parametrize("shape", [(3, 2, 5, 5), (3, 2, 4, 6), (2, 3, 1, 5), (2, 3, 6, 1), (0, 2, 4, 4)])
+@pytest.mark.parametrize("bidirectional", [True, False])
+def test_compiled_flag_routes_through_pure_kernels_equal_to_eager(shape, bidirectional, monkeypatch):
+    # The pure functions (what torch.compile compiles) run eagerly here: bit-identical to the in-place eager path,
+    # in both directions, one direction, one query frame, one support frame and an empty batch.
     calls = []
 
     def counted(fn, name):
@@ -213,14 +217,17 @@ def test_compiled_flag_routes_the_row_path_through_the_compiled_kernels(monkeypa
 
     kernels = (counted(alignment._row_forward, "forward"), counted(alignment._row_backward, "backward"))
     monkeypatch.setattr(alignment, "_compiled_row_kernels", lambda: kernels)
-    dists = (torch.rand(3, 2, 5, 5, dtype=torch.float64) * 2).requires_grad_(True)
-    otam_distance(dists, 0.5).sum().backward()
+    torch.manual_seed(sum(shape))
+    dists = (torch.rand(*shape, dtype=torch.float64) * 2).requires_grad_(True)
+    weights = torch.randn(shape[:2], dtype=torch.float64)
+    eager = otam_distance(dists, 0.5, bidirectional)
+    (eager_grad,) = torch.autograd.grad((eager * weights).sum(), dists)
     assert calls == []
-    expected = dists.grad.clone()
-    dists.grad = None
-    otam_distance(dists, 0.5, compiled=True).sum().backward()
-    assert calls == ["forward", "backward"]
-    torch.testing.assert_close(dists.grad, expected, rtol=0, atol=0)
+    routed = otam_distance(dists, 0.5, bidirectional, compiled=True)
+    (routed_grad,) = torch.autograd.grad((routed * weights).sum(), dists)
+    assert set(calls) == ({"forward", "backward"} if shape[0] else {"forward"})  # no pairs: no backward to run
+    torch.testing.assert_close(routed, eager, rtol=0, atol=0)
+    torch.testing.assert_close(routed_grad, eager_grad, rtol=0, atol=0)
 
 
 @pytest.mark.slow
@@ -239,3 +246,12 @@ def test_torch_compiled_row_path_matches_the_reference(bidirectional):
     (grad_reference,) = torch.autograd.grad((reference * weights.double()).sum(), exact)
     torch.testing.assert_close(ours.double(), reference, atol=1e-5, rtol=0)
     torch.testing.assert_close(grad_ours.double(), grad_reference, atol=1e-5, rtol=0)
+
+
+def test_mps_always_takes_the_log_domain_sweep():
+    # MPS has no float64, so the row path must never be chosen there (checked without an MPS device).
+    from types import SimpleNamespace
+
+    fake = SimpleNamespace(device=torch.device("mps"), shape=(1, 2, 2))
+    assert not alignment._row_path_fits(fake, 0.5, max_distance=0.0)
+    assert alignment._row_path_fits(torch.zeros(1, 2, 2), 0.5, max_distance=0.0)

@@ -34,8 +34,6 @@ class ClipzooCLIPFSARConfig(PreTrainedConfig):
         scale_init (`float`, *optional*, defaults to 1.0): initial value of the learnable video-text logit scale.
         otam_lambda (`float`, *optional*, defaults to 0.5): OTAM soft-min temperature (`OTAM_cum_dist_v2`).
         otam_bidirectional (`bool`, *optional*, defaults to `True`): add the support-to-query alignment.
-        otam_compile (`bool`, *optional*, defaults to `False`): run OTAM's float64 row recurrence through
-            `torch.compile` (same results, fewer kernels; about 25 s of compilation per episode shape on a CPU).
         cos_eps (`float`, *optional*, defaults to 0.01): epsilon of the official cosine.
         video_text_loss_weight (`float`, *optional*, defaults to 3.0): w of the video-text CE
             (`USE_CLASSIFICATION_VALUE`: 3.0 SSv2, 1.5 Kinetics/UCF101, 1.2 HMDB51); 0 disables the loss.
@@ -75,7 +73,6 @@ class ClipzooCLIPFSARConfig(PreTrainedConfig):
     scale_init: float = 1.0
     otam_lambda: float = 0.5
     otam_bidirectional: bool = True
-    otam_compile: bool = False
     cos_eps: float = 0.01
     video_text_loss_weight: float = 3.0
     use_prototype_modulation: bool = True

@@ -65,7 +65,9 @@ class CLIPFSARModelArguments:
     ffn_dropout: float = 0.05
     otam_lambda: float = 0.5
     otam_bidirectional: bool = True
-    otam_compile: bool = False
+    otam_compile: bool = dataclasses.field(
+        default=False, metadata={"help": "torch.compile OTAM's row recurrence (runtime only, not saved)"}
+    )
     video_text_loss_weight: float = 3.0
     use_prototype_modulation: bool = True
     metric: str = "otam"
@@ -162,7 +164,10 @@ def build_model(
     from clipzoo.backbone import ensure_backbone, load_backbone
 
     clip, clip_processor = load_backbone(model_args.backbone or ensure_backbone())
-    fields = {f.name: getattr(model_args, f.name) for f in dataclasses.fields(model_args) if f.name != "backbone"}
+    runtime_only = ("backbone", "otam_compile")
+    fields = {
+        f.name: getattr(model_args, f.name) for f in dataclasses.fields(model_args) if f.name not in runtime_only
+    }
     config = ClipzooCLIPFSARConfig(
         vision_config={**clip.config.vision_config.to_dict(), "projection_dim": clip.config.projection_dim},
         text_config={**clip.config.text_config.to_dict(), "projection_dim": clip.config.projection_dim},
@@ -172,6 +177,7 @@ def build_model(
         **fields,
     )
     model = ClipzooCLIPFSARModel(config)
+    model.otam_compile = model_args.otam_compile
     state = clip.state_dict()
     model.vision_model.load_state_dict(
         {k: v for k, v in state.items() if k.startswith(("vision_model.", "visual_projection."))}

@@ -95,9 +95,11 @@ class ClipzooTrainer(Trainer):
         """The model's own weight-decay grouping when it declares one (`weight_decay_rule`), else the Trainer's.
 
         `"exclude_1d_and_bias"` (GroupViT's official optimiser): every parameter is decayed except `*.bias` and the
-        1-D ones. In these models the 1-D parameters that are not biases are exactly the LayerNorm/BatchNorm weights, so
-        the rule is applied by module type and name, not by `p.ndim`: under FSDP or ZeRO-3 every parameter is a flat
-        1-D shard and a shape test would decay nothing. peft wrappers forward the attribute to the base model.
+        1-D ones. Norm weights (LayerNorm, GroupNorm, BatchNorm) are excluded by module type, so the rule also holds
+        where shapes are lost: FSDP with flat parameters (FSDP1) turns every parameter into a 1-D shard, and a shape
+        test alone would decay nothing. Where shapes are real (some parameter has 2 or more dimensions, or DeepSpeed's
+        `ds_shape` records them), any other 1-D parameter is excluded too, as the official shape test does. peft
+        wrappers forward the attribute to the base model.
         """
         rule = getattr(model, "weight_decay_rule", None)
         if rule is None:
@@ -107,7 +109,16 @@ class ClipzooTrainer(Trainer):
         from torch.nn.modules.batchnorm import _BatchNorm
         from transformers.trainer_pt_utils import get_parameter_names
 
-        return get_parameter_names(model, [torch.nn.LayerNorm, torch.nn.GroupNorm, _BatchNorm], [r"(?:^|\.)bias$"])
+        names = get_parameter_names(model, [torch.nn.LayerNorm, torch.nn.GroupNorm, _BatchNorm], [r"(?:^|\.)bias$"])
+        parameters = dict(model.named_parameters(remove_duplicate=False))
+        shapes_real = any(p.ndim > 1 for p in parameters.values())
+
+        def one_dimensional(p: torch.Tensor) -> bool:
+            if hasattr(p, "ds_shape"):
+                return len(p.ds_shape) == 1
+            return shapes_real and p.ndim == 1
+
+        return [name for name in names if not one_dimensional(parameters[name])]
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if losses.get_world_size() <= 1 or not self.model.training:
