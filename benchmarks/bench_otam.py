@@ -2,7 +2,7 @@
 
 clipzoo runs the float64 row recurrence in the exponential domain (`_OTAMRowFunction`, both directions in one call),
 with the bound `max_distance=2` that CLIP-FSAR passes for its `1 - cos` distances: eagerly (the default) and through
-`torch.compile` (`compiled=True`, CLIP-FSAR's `otam_compile`; compiled during the warm-up, not timed). The reference
+`torch.compile` (`compiled=True`, CLIP-FSAR's `model.otam_compile`; compiled during the warm-up, not timed). The reference
 is `otam_cumulative_distance_reference` (the official loops over rows and columns) run once per direction.
 
 Settings: 5-way, 8 frames, 5 queries per class (the training episode), bidirectional, lambda 0.5 by default.
