@@ -255,3 +255,16 @@ def test_mps_always_takes_the_log_domain_sweep():
     fake = SimpleNamespace(device=torch.device("mps"), shape=(1, 2, 2))
     assert not alignment._row_path_fits(fake, 0.5, max_distance=0.0)
     assert alignment._row_path_fits(torch.zeros(1, 2, 2), 0.5, max_distance=0.0)
+
+
+@pytest.mark.slow
+def test_compiled_path_does_not_recompile_per_batch_size():
+    # Episodes of changing size must not compile once each (Dynamo's recompile limit would then silently fall back to
+    # the slower uncompiled pure functions): a second size compiles with dynamic shapes, later sizes reuse it.
+    from torch._dynamo.utils import counters
+
+    counters.clear()
+    for num_query in range(3, 13):
+        dists = (torch.rand(num_query, 5, 8, 8) * 2).requires_grad_(True)
+        otam_distance(dists, 0.5, max_distance=2.0, compiled=True).sum().backward()
+    assert counters["stats"]["unique_graphs"] <= 4  # forward and backward, each static then dynamic
