@@ -206,3 +206,22 @@ def test_collator_with_deit_augmentation():
 def test_train_rejects_unknown_augmentation(tmp_path):
     with pytest.raises(ValueError, match="augmentation"):
         train("groupvit_shapesworld", tmp_path, {"model": TINY_MODEL, "data": {"augmentation": "mixup"}})
+
+
+def test_collator_prompt_stopwords():
+    from clipzoo.processing.text_groupvit import LexiconWordExtractor, build_prompt_texts
+
+    _, processor = build_model_and_processor(GroupViTModelArguments(**TINY_MODEL))
+    caption = "a red circle and a blue square on a grey background"
+    rows = [{"image": Image.new("RGB", (32, 32)), "caption": caption}] * 4
+    extractor = LexiconWordExtractor(extra_stopwords=["background"])
+    batch = GroupViTCollator(processor, num_prompts=3, seed=5, word_extractor=extractor)(rows)
+    rng = np.random.default_rng(5)
+    expected = [build_prompt_texts(caption, 3, extractor, rng=rng) for _ in rows]
+    for texts in expected:  # two shape prompts, then the caption fills the third slot
+        assert [("background" in t) for t in texts] == [True, False, False, True]
+    tokens = processor.tokenizer([t for g in expected for t in g], padding="max_length", truncation=True,
+                                 max_length=16, return_tensors="pt")  # fmt: skip
+    assert torch.equal(batch["input_ids"], tokens["input_ids"].reshape(4, 4, 16))
+    default = GroupViTCollator(processor, num_prompts=3, seed=5)(rows)
+    assert not torch.equal(default["input_ids"], batch["input_ids"])

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,11 @@ from clipzoo.processing.segmentation_groupvit import (
     segment_images,
     segment_images_multi,
 )
-from clipzoo.processing.text_groupvit import FULL_IMAGENET_TEMPLATES, SUBSET_IMAGENET_TEMPLATES
+from clipzoo.processing.text_groupvit import (
+    FULL_IMAGENET_TEMPLATES,
+    SUBSET_IMAGENET_TEMPLATES,
+    LexiconWordExtractor,
+)
 
 
 logger = logging.get_logger(__name__)
@@ -111,6 +116,9 @@ class GroupViTDataArguments:
     augmentation: str = "none"  # "deit": the official DeiT-style augmentation (`DeiTTrainTransform`)
     rand_augment: str | None = "rand-m9-mstd0.5-inc1"
     crop_scale: list[float] = field(default_factory=lambda: [0.08, 1.0])
+    # Words the multi-label prompts never use, on top of the extractor's closed-class words. A word that is in every
+    # caption (ShapesWorld's "background") makes a prompt that names no image in particular.
+    prompt_stopwords: list[str] = field(default_factory=list)
 
     def scene_options(self) -> dict[str, Any]:
         return {
@@ -170,11 +178,21 @@ class GroupViTCollator:
         image_transform (`Callable[[PIL.Image.Image], torch.Tensor]`, *optional*): training augmentation returning
             normalised `(3, H, W)` pixels (e.g. [`~clipzoo.processing.augmentation.DeiTTrainTransform`]); by default
             the processor's deterministic resize + normalise.
+        word_extractor (`Callable[[str], list[str]]`, *optional*): the prompt-word extractor; defaults to
+            [`~clipzoo.processing.text_groupvit.LexiconWordExtractor`].
     """
 
-    def __init__(self, processor, num_prompts: int, seed: int = 0, no_word_policy: str = "fill", image_transform=None):
+    def __init__(
+        self,
+        processor,
+        num_prompts: int,
+        seed: int = 0,
+        no_word_policy: str = "fill",
+        image_transform=None,
+        word_extractor: Callable[[str], list[str]] | None = None,
+    ):
         self.processor, self.num_prompts, self.no_word_policy = processor, num_prompts, no_word_policy
-        self.image_transform = image_transform
+        self.image_transform, self.word_extractor = image_transform, word_extractor
         self.rng = np.random.default_rng(seed)
         self.max_length = processor.tokenizer.model_max_length
 
@@ -186,7 +204,8 @@ class GroupViTCollator:
                 raise ValueError(f"Caption {i} of the batch is {caption!r}; every image needs a non-empty caption.")
         batch = self.processor(
             images=images if self.image_transform is None else None, text=captions, expand_prompts=self.num_prompts > 0,
-            num_prompts=self.num_prompts, rng=self.rng, no_word_policy=self.no_word_policy, padding="max_length",
+            num_prompts=self.num_prompts, word_extractor=self.word_extractor, rng=self.rng,
+            no_word_policy=self.no_word_policy, padding="max_length",
             truncation=True, max_length=self.max_length,
         )  # fmt: skip
         if self.image_transform is not None:
@@ -226,7 +245,12 @@ def train(recipe: str | Path, output_dir: str | Path, overrides: dict[str, dict[
         **data_args.scene_options(),
     )  # fmt: skip
     collator = GroupViTCollator(
-        processor, model_args.multi_label, data_args.seed, data_args.no_word_policy, image_transform=transform
+        processor,
+        model_args.multi_label,
+        data_args.seed,
+        data_args.no_word_policy,
+        image_transform=transform,
+        word_extractor=LexiconWordExtractor(extra_stopwords=data_args.prompt_stopwords),
     )
     trainer = ClipzooTrainer(
         model=model, args=training_args, train_dataset=dataset.select_columns(["image", "caption"]),
