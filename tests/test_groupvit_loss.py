@@ -117,6 +117,7 @@ def test_templates_are_the_clip_imagenet_sets():
         ("a small triangle pointing up is next to the big square", ["triangle", "pointing", "is", "square"]),
         ("A dog runs on the beach", ["dog", "runs", "beach"]),
         ("two of them", []),
+        ("a red cross on a beige background", ["cross", "background"]),  # every colour word is an adjective
     ],
 )
 def test_lexicon_extractor_keeps_nouns_and_verbs(caption, words):

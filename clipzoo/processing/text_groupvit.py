@@ -80,7 +80,8 @@ _CLOSED_CLASS = frozenset(
 )
 # Adjectives (JJ/JJR/JJS) common in captions; NLTK drops them.
 _ADJECTIVES = frozenset(
-    """red green blue yellow purple orange white black gray grey pink brown cyan magenta violet golden silver
+    """red green blue yellow purple orange white black gray grey pink brown cyan magenta violet golden silver beige
+    crimson scarlet turquoise teal maroon
     dark light bright pale small large big tiny huge little long short tall wide narrow thin thick round
     flat old new young good bad nice beautiful pretty ugly clean dirty empty full open closed hot cold warm cool
     wet dry high low heavy soft hard smooth rough fast slow happy sad other same different many few several more
