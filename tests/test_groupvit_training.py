@@ -56,6 +56,7 @@ def test_train_evaluate_segment(tmp_path):
     result = evaluate(out, num_samples=2, short_side=None, crop_size=None)
     assert 0.0 <= result["segmentation"]["mean_iou"] <= 1.0
     assert {"baseline_all_background", "baseline_top1_class", "zero_shot_classification_accuracy"} <= set(result)
+    assert set(result["segmentation_foreground"]) == {"iou", "precision", "recall"}
     image = tmp_path / "in.png"
     Image.new("RGB", (40, 36), (200, 20, 20)).save(image)
     assert segment(image, out, ["circle", "square"], tmp_path / "overlay.png") == tmp_path / "overlay.png"
@@ -225,3 +226,15 @@ def test_collator_prompt_stopwords():
     assert torch.equal(batch["input_ids"], tokens["input_ids"].reshape(4, 4, 16))
     default = GroupViTCollator(processor, num_prompts=3, seed=5)(rows)
     assert not torch.equal(default["input_ids"], batch["input_ids"])
+
+
+def test_foreground_stats_counts_pixels():
+    from clipzoo.training.groupvit import foreground_stats
+
+    prediction = [np.array([[0, 2, 3], [0, 0, 1]]), np.array([[5]])]
+    reference = [np.array([[0, 1, 0], [4, 0, 1]]), np.array([[0]])]
+    # foreground predicted at 4 pixels, true at 3, both at 2 (the class does not matter)
+    assert foreground_stats(prediction, reference) == {"iou": 2 / 5, "precision": 2 / 4, "recall": 2 / 3}
+    assert foreground_stats([np.zeros((2, 2))], [np.zeros((2, 2))]) == {"iou": 0.0, "precision": 0.0, "recall": 0.0}
+    with pytest.raises(ValueError, match="pixels"):
+        foreground_stats([np.zeros((2, 2))], [np.zeros((2, 3))])
