@@ -238,3 +238,16 @@ def test_foreground_stats_counts_pixels():
     assert foreground_stats([np.zeros((2, 2))], [np.zeros((2, 2))]) == {"iou": 0.0, "precision": 0.0, "recall": 0.0}
     with pytest.raises(ValueError, match="pixels"):
         foreground_stats([np.zeros((2, 2))], [np.zeros((2, 3))])
+
+
+def test_train_with_empty_scenes_keeps_them_out_of_evaluation(tmp_path):
+    from clipzoo.training.groupvit import _training_scene_options
+
+    overrides = {
+        "model": TINY_MODEL,
+        "data": {"num_train": 8, "empty_fraction": 0.5, "named_backgrounds": True},
+        "training": {"max_steps": 1, "per_device_train_batch_size": 4, "save_steps": 1000},
+    }
+    out = train("groupvit_shapesworld", tmp_path / "model", overrides)
+    scene = _training_scene_options(out)
+    assert scene["named_backgrounds"] is True and "empty_fraction" not in scene

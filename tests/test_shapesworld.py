@@ -406,7 +406,15 @@ def test_object_scale_that_cannot_fit_max_objects_fails_early_naming_both():
         sample_scene(np.random.default_rng(0), num_objects=4, object_scale=2.5, max_tries=3)
 
 
-@pytest.mark.parametrize("options", [{}, {"named_backgrounds": True, "object_scale": 2.0, "max_objects": 2}])
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        {"named_backgrounds": True, "object_scale": 2.0, "max_objects": 2},
+        {"named_backgrounds": True, "empty_fraction": 0.3},
+        {"empty_fraction": 0.3},
+    ],
+)
 def test_captions_without_rendering_equal_the_dataset_column(options):
     from clipzoo.data.shapesworld import shapesworld_captions
 
@@ -414,3 +422,29 @@ def test_captions_without_rendering_equal_the_dataset_column(options):
     assert shapesworld_captions(12, seed=5, **options) == list(dataset["caption"])
     with pytest.raises(ValueError, match="object_scale"):
         shapesworld_captions(2, object_scale=3.0)
+
+
+def test_empty_scenes():
+    from clipzoo.data.shapesworld import BACKGROUND_COLOURS
+
+    dataset = shapesworld("segmentation", 40, seed=3, image_size=32, named_backgrounds=True, empty_fraction=0.5)
+    empty = [row for row in dataset if row["num_objects"] == 0]
+    assert 8 <= len(empty) <= 32  # about half
+    for row in empty:
+        name = row["caption"].split()[2]
+        assert row["caption"] == f"an empty {name} background" and row["objects"] == []
+        assert row["long_caption"] == "There is nothing in the picture."
+        assert not np.asarray(row["mask"]).any()
+        pixels = np.asarray(row["image"]).reshape(-1, 3)
+        assert (pixels == BACKGROUND_COLOURS[name]).all()
+    full = [row for row in dataset if row["num_objects"] > 0]
+    assert all(np.asarray(row["mask"]).any() and "empty" not in row["caption"] for row in full)
+    plain = shapesworld("captions", 20, seed=3, image_size=32, empty_fraction=0.5)
+    assert "an empty background" in plain["caption"]
+    # the default stream of scenes is unchanged by the option's existence
+    assert (
+        shapesworld("captions", 5, seed=3, empty_fraction=0.0)["caption"]
+        == shapesworld("captions", 5, seed=3)["caption"]
+    )
+    with pytest.raises(ValueError, match="empty_fraction"):
+        shapesworld("captions", 2, empty_fraction=1.0)

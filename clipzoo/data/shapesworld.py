@@ -534,6 +534,8 @@ def long_caption(objects: Sequence[ShapeObject]) -> str:
     Example: `"There is a large red triangle pointing up in the top left. A small green square is to the right of
     the red triangle."`
     """
+    if not objects:
+        return "There is nothing in the picture."
     sentences = []
     for index, obj in enumerate(objects):
         if index == 0:
@@ -670,17 +672,22 @@ def _captioned_scene(
     min_gap: float,
     object_scale: float,
     named_backgrounds: bool,
+    empty_fraction: float = 0.0,
 ) -> tuple[list[ShapeObject], str | None, str]:
     """A scene, its background name (`None` for the default background) and its short caption; draws from `rng` in
-    the order the renderer expects (scene, then background)."""
-    scene = sample_scene(
-        rng, min_objects=min_objects, max_objects=max_objects, min_gap=min_gap, object_scale=object_scale
-    )
+    the order the renderer expects (scene, then background). With `empty_fraction > 0` one more draw first decides
+    whether the scene is empty (so the default stream of scenes is unchanged)."""
+    if empty_fraction > 0 and rng.random() < empty_fraction:
+        scene: list[ShapeObject] = []
+    else:
+        scene = sample_scene(
+            rng, min_objects=min_objects, max_objects=max_objects, min_gap=min_gap, object_scale=object_scale
+        )
     if not named_backgrounds:
-        return scene, None, short_caption(scene)
+        return scene, None, short_caption(scene) if scene else "an empty background"
     names = list(BACKGROUND_COLOURS)
     name = names[rng.integers(len(names))]
-    return scene, name, f"{short_caption(scene)} on a {name} background"
+    return scene, name, f"{short_caption(scene)} on a {name} background" if scene else f"an empty {name} background"
 
 
 def shapesworld_captions(
@@ -691,17 +698,22 @@ def shapesworld_captions(
     min_gap: float = 0.9,
     object_scale: float = 1.0,
     named_backgrounds: bool = False,
+    empty_fraction: float = 0.0,
 ) -> list[str]:
     """The `caption` column of `shapesworld("captions", num_samples, seed=seed, ...)` without rendering any image
     (e.g. to build a tokenizer's corpus). Same rows as the dataset, whatever its image size or noise."""
-    _check_scene_options(min_objects, max_objects, min_gap, object_scale)
+    _check_scene_options(min_objects, max_objects, min_gap, object_scale, empty_fraction)
     return [
-        _captioned_scene(rng, min_objects, max_objects, min_gap, object_scale, named_backgrounds)[2]
+        _captioned_scene(rng, min_objects, max_objects, min_gap, object_scale, named_backgrounds, empty_fraction)[2]
         for rng in _sample_rngs(seed, "captions", num_samples)
     ]
 
 
-def _check_scene_options(min_objects: int, max_objects: int, min_gap: float, object_scale: float) -> None:
+def _check_scene_options(
+    min_objects: int, max_objects: int, min_gap: float, object_scale: float, empty_fraction: float = 0.0
+) -> None:
+    if not 0 <= empty_fraction < 1:
+        raise ValueError(f"empty_fraction must be in [0, 1), got {empty_fraction}")
     if not 1 <= min_objects <= max_objects:
         raise ValueError(f"need 1 <= min_objects <= max_objects, got {min_objects}, {max_objects}")
     if not 0 < object_scale <= 2.5:
@@ -740,14 +752,15 @@ def _scene_columns(
     min_gap: float = 0.9,
     object_scale: float = 1.0,
     named_backgrounds: bool = False,
+    empty_fraction: float = 0.0,
 ) -> tuple[dict[str, list], dict]:
-    _check_scene_options(min_objects, max_objects, min_gap, object_scale)
+    _check_scene_options(min_objects, max_objects, min_gap, object_scale, empty_fraction)
     columns: dict[str, list] = {"image": [], "caption": [], "long_caption": [], "objects": [], "num_objects": []}
     if task == "segmentation":
         columns["mask"] = []
     for rng in _sample_rngs(seed, task, num_samples):
         scene, background_name, caption = _captioned_scene(
-            rng, min_objects, max_objects, min_gap, object_scale, named_backgrounds
+            rng, min_objects, max_objects, min_gap, object_scale, named_backgrounds, empty_fraction
         )
         if background_name is not None:
             background = make_background(image_size, BACKGROUND_COLOURS[background_name], noise, rng)
@@ -840,7 +853,8 @@ def shapesworld(task: str, num_samples: int, seed: int = 0, image_size: int = 64
             - `"captions"`: columns `image`, `caption`, `long_caption`, `objects`, `num_objects`.
               kwargs: `min_objects=1`, `max_objects=4`, `noise=0.0`, `min_gap=0.9`, `object_scale=1.0`,
               `named_backgrounds=False` (a random plain background of `BACKGROUND_COLOURS`, named at the end of
-              `caption`: "... on a grey background").
+              `caption`: "... on a grey background"), `empty_fraction=0.0` (the share of scenes with no object,
+              captioned "an empty grey background", or "an empty background" without named backgrounds).
             - `"segmentation"`: the captions columns plus `mask` (`Image(mode="L")`, ids of `SEGMENTATION_CLASSES`).
             - `"classification"`: `image`, `label` (`ClassLabel` of `class_names("classification", split,
               label_by)`), `caption`, `objects`. kwargs: `split="all"`, `label_by="shape_colour"`,

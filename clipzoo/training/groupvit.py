@@ -119,6 +119,9 @@ class GroupViTDataArguments:
     # Words the multi-label prompts never use, on top of the extractor's closed-class words. A word that is in every
     # caption (ShapesWorld's "background") makes a prompt that names no image in particular.
     prompt_stopwords: list[str] = field(default_factory=list)
+    # Share of training scenes with no object ("an empty grey background"). Training only: `evaluate` always draws
+    # scenes with objects.
+    empty_fraction: float = 0.0
 
     def scene_options(self) -> dict[str, Any]:
         return {
@@ -242,7 +245,7 @@ def train(recipe: str | Path, output_dir: str | Path, overrides: dict[str, dict[
     model = sync_batchnorm(model, training_args.world_size, training_args.device.type)
     dataset = shapesworld(
         "captions", data_args.num_train, seed=data_args.seed, image_size=model_args.image_size,
-        **data_args.scene_options(),
+        empty_fraction=data_args.empty_fraction, **data_args.scene_options(),
     )  # fmt: skip
     collator = GroupViTCollator(
         processor,
