@@ -306,7 +306,7 @@ def _miou(predictions, references, num_labels) -> dict[str, Any]:
 def foreground_stats(predictions, references) -> dict[str, float]:
     """Label 0 (background) against everything else, over all pixels: foreground IoU, precision and recall.
 
-    A diagnostic beside mIoU: it separates finding the objects from naming them.
+    A diagnostic beside mIoU: it separates finding the objects from naming them. A ratio whose denominator is 0 is 0.
     """
     predicted = np.concatenate([np.asarray(p).ravel() > 0 for p in predictions])
     true = np.concatenate([np.asarray(r).ravel() > 0 for r in references])
