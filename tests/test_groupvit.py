@@ -183,3 +183,68 @@ def test_bad_inputs():
         model(input_ids=input_ids, pixel_values=torch.randn(2, 32, 32))
     with pytest.raises(ValueError, match="drop_path_rate"):
         _tiny_config(drop_path_rate=1.5)
+
+
+def _slow_local_mask(rows, cols, radius, groups):
+    allowed = torch.ones(rows * cols + groups, rows * cols + groups, dtype=torch.bool)
+    for i in range(rows * cols):
+        for j in range(rows * cols + groups):
+            if j >= rows * cols:
+                allowed[i, j] = False
+            else:
+                allowed[i, j] = max(abs(i // cols - j // cols), abs(i % cols - j % cols)) <= radius
+    return allowed
+
+
+def test_local_attention_mask_matches_reference_and_scales_with_input():
+    config = _tiny_config(local_attention_radius=1)
+    vision = ClipzooGroupViTModel(config).vision_model
+    patch = config.vision_config.patch_size
+    native = config.vision_config.image_size // patch
+    groups = config.vision_config.num_group_tokens[0]
+    for height, width, radius in [(native * patch, native * patch, 1), (2 * native * patch, 3 * native * patch, 2)]:
+        mask = vision.local_attention_mask(height, width)
+        expected = _slow_local_mask(height // patch, width // patch, radius, groups)
+        assert mask.shape == (1, 1, *expected.shape)
+        assert torch.equal(mask[0, 0] == 0, expected)
+
+
+def test_local_attention_keeps_first_stage_patches_local():
+    torch.manual_seed(0)
+    outputs = {}
+    for radius in (None, 1):
+        model = ClipzooGroupViTModel(_tiny_config(local_attention_radius=radius)).eval()
+        stage = model.vision_model.encoder.stages[0]
+        captured = []
+        hook = stage.layers[-1].register_forward_hook(lambda module, args, out, store=captured: store.append(out))
+        size = model.config.vision_config.image_size
+        pixels = torch.randn(1, 3, size, size)
+        shifted = pixels.clone()
+        shifted[:, :, :2, :2] += 3.0  # inside the top-left patch only
+        with torch.no_grad():
+            model.vision_model(pixels)
+            model.vision_model(shifted)
+        hook.remove()
+        patch = model.config.vision_config.patch_size
+        cols = size // patch
+        changed = (captured[0] - captured[1]).abs().amax(-1)[0] > 1e-6
+        outputs[radius] = (changed[: cols * cols].reshape(cols, cols), changed[cols * cols :], len(stage.layers))
+    everywhere, _, _ = outputs[None]
+    assert everywhere.all()
+    local, group_tokens, depth = outputs[1]
+    reach = 1 * depth
+    rows, cols = torch.meshgrid(torch.arange(local.shape[0]), torch.arange(local.shape[1]), indexing="ij")
+    assert torch.equal(local, torch.maximum(rows, cols) <= reach)
+    assert group_tokens.all()  # group tokens still see every patch
+
+
+def test_local_attention_radius_round_trip_and_bad_values(tmp_path):
+    model = ClipzooGroupViTModel(_tiny_config(local_attention_radius=2))
+    model.save_pretrained(tmp_path)
+    reloaded = ClipzooGroupViTModel.from_pretrained(tmp_path)
+    assert reloaded.config.local_attention_radius == 2
+    assert reloaded.vision_model.local_attention_radius == 2
+    assert ClipzooGroupViTModel(_tiny_config()).vision_model.local_attention_radius is None
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="local_attention_radius"):
+            _tiny_config(local_attention_radius=bad)

@@ -41,6 +41,12 @@ class ClipzooGroupViTConfig(GroupViTConfig):
         multi_label_loss_weight (`float`, *optional*, defaults to 1.0): weight of the multi-label loss in the total.
         share_temperature (`bool`, *optional*, defaults to `False`): use `logit_scale` for the multi-label loss
             instead of a separate `multi_label_logit_scale`.
+        local_attention_radius (`int`, *optional*): clipzoo extension, not in the paper or the official code (`None`,
+            the default, is the official model). When set, in the first stage's Transformer blocks each patch token
+            attends only to the patches within this many patches (Chebyshev distance on the patch grid) and not to the
+            group tokens; the group tokens still attend to everything. The radius is given at `image_size` and scales
+            with the patch grid at other input sizes. It keeps patch features local, so that a group's embedding
+            describes its own pixels (see the model card).
 
     Examples:
 
@@ -59,6 +65,7 @@ class ClipzooGroupViTConfig(GroupViTConfig):
     multi_label: int = 3
     multi_label_loss_weight: float = 1.0
     share_temperature: bool = False
+    local_attention_radius: int | None = None
 
     def __post_init__(self, **kwargs):
         # A transformers GroupViT config.json says model_type "groupvit"; loading it here makes it a clipzoo config.
@@ -72,6 +79,9 @@ class ClipzooGroupViTConfig(GroupViTConfig):
             raise ValueError(f"drop_path_rate must be in [0, 1), got {self.drop_path_rate}.")
         if float(self.logit_scale_max) <= 0:
             raise ValueError(f"logit_scale_max must be positive, got {self.logit_scale_max}.")
+        radius = self.local_attention_radius
+        if radius is not None and (isinstance(radius, bool) or not isinstance(radius, int) or radius < 0):
+            raise ValueError(f"local_attention_radius must be None or an integer >= 0, got {radius!r}.")
         if int(self.multi_label) < 0:
             raise ValueError(f"multi_label (prompts per image) must be >= 0, got {self.multi_label}.")
         vision = self.vision_config

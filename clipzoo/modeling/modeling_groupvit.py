@@ -122,8 +122,12 @@ class ClipzooGroupViTDropPathLayer(GroupViTEncoderLayer):
     def __init__(self, config: GroupViTVisionConfig, drop_prob: float = 0.0):
         super().__init__(config)
         self.drop_prob = float(drop_prob)
+        # Set by ClipzooGroupViTVisionTransformer.forward for the duration of one call (local attention), else None.
+        self.local_attention_mask: torch.Tensor | None = None
 
     def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs):
+        if attention_mask is None and self.local_attention_mask is not None:
+            attention_mask = self.local_attention_mask.expand(hidden_states.shape[0], -1, -1, -1)
         attn_out, _ = self.self_attn(hidden_states=self.layer_norm1(hidden_states), attention_mask=attention_mask)
         hidden_states = hidden_states + drop_path(attn_out, self.drop_prob, self.training)
         mlp_out = self.mlp(self.layer_norm2(hidden_states))
@@ -139,11 +143,15 @@ class ClipzooGroupViTVisionTransformer(nn.Module):
     Args:
         config (`GroupViTVisionConfig`): the vision config.
         drop_path_rate (`float`): the last block's drop-path probability (linear from 0 over all stages' blocks).
+        local_attention_radius (`int`, *optional*): see [`ClipzooGroupViTConfig`]; `None` is the official model.
     """
 
-    def __init__(self, config: GroupViTVisionConfig, drop_path_rate: float = 0.0):
+    def __init__(
+        self, config: GroupViTVisionConfig, drop_path_rate: float = 0.0, local_attention_radius: int | None = None
+    ):
         super().__init__()
         self.config = config
+        self.local_attention_radius = local_attention_radius
         self.embeddings = GroupViTVisionEmbeddings(config)
         self.encoder = GroupViTVisionEncoder(config)
         rates = torch.linspace(0, drop_path_rate, sum(config.depths)).tolist()
@@ -177,6 +185,39 @@ class ClipzooGroupViTVisionTransformer(nn.Module):
         output_attentions: bool | None = None,
     ) -> BaseModelOutputWithPooling:
         self._check_pixels(pixel_values)
+        if self.local_attention_radius is None:
+            return self._forward(pixel_values, output_hidden_states, output_attentions)
+        layers = self.encoder.stages[0].layers
+        mask = self.local_attention_mask(pixel_values.shape[2], pixel_values.shape[3], pixel_values.dtype)
+        for layer in layers:
+            layer.local_attention_mask = mask.to(pixel_values.device)
+        try:
+            return self._forward(pixel_values, output_hidden_states, output_attentions)
+        finally:
+            for layer in layers:
+                layer.local_attention_mask = None
+
+    def local_attention_mask(self, height: int, width: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """Additive mask `(1, 1, T, T)` of the first stage (patch tokens, then its group tokens) for one input size.
+
+        A patch attends to the patches within `radius` (Chebyshev distance on the patch grid; the configured radius
+        scaled by `grid / (image_size / patch_size)`, rounded) and to no group token; a group token attends to all.
+        """
+        patch = self.embeddings.patch_embeddings.patch_size
+        rows, cols = height // patch[0], width // patch[1]
+        native = self.config.image_size // patch[0]
+        radius = int(round(self.local_attention_radius * min(rows, cols) / native))
+        y, x = torch.meshgrid(torch.arange(rows), torch.arange(cols), indexing="ij")
+        y, x = y.flatten(), x.flatten()
+        near = torch.maximum((y[:, None] - y[None]).abs(), (x[:, None] - x[None]).abs()) <= radius
+        groups = self.config.num_group_tokens[0]
+        allowed = torch.ones(rows * cols + groups, rows * cols + groups, dtype=torch.bool)
+        allowed[: rows * cols, : rows * cols] = near
+        allowed[: rows * cols, rows * cols :] = False
+        mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill(~allowed, torch.finfo(dtype).min)
+        return mask[None, None]
+
+    def _forward(self, pixel_values, output_hidden_states, output_attentions) -> BaseModelOutputWithPooling:
         # The official model interpolates the 14x14 table bicubically at eval; we do it at every size != the table's.
         hidden_states = self.embeddings(pixel_values, interpolate_pos_encoding=True)
         encoder_outputs = self.encoder(
@@ -355,7 +396,9 @@ class ClipzooGroupViTModel(ClipzooGroupViTPreTrainedModel):
             raise TypeError(f"config.vision_config must be a GroupViTVisionConfig, got {type(config.vision_config)}.")
         text_config, vision_config = config.text_config, config.vision_config
         self.text_model = GroupViTTextTransformer(text_config)
-        self.vision_model = ClipzooGroupViTVisionTransformer(vision_config, config.drop_path_rate)
+        self.vision_model = ClipzooGroupViTVisionTransformer(
+            vision_config, config.drop_path_rate, getattr(config, "local_attention_radius", None)
+        )
         inner, out = config.projection_intermediate_dim, config.projection_dim
         self.visual_projection = _projection_head(vision_config.hidden_size, inner, out)
         self.text_projection = _projection_head(text_config.hidden_size, inner, out)

@@ -97,6 +97,8 @@ class GroupViTModelArguments:
     projection_intermediate_dim: int = 256
     drop_path_rate: float = 0.1
     multi_label: int = 3
+    # clipzoo extension (not in the official model): first-stage patches attend only to patches this close.
+    local_attention_radius: int | None = None
     vocab_size: int = 512
     max_text_length: int = 24
 
@@ -163,6 +165,7 @@ def build_model_and_processor(args: GroupViTModelArguments) -> tuple[ClipzooGrou
         },
         projection_dim=args.projection_dim, projection_intermediate_dim=args.projection_intermediate_dim,
         drop_path_rate=args.drop_path_rate, multi_label=args.multi_label,
+        local_attention_radius=args.local_attention_radius,
     )  # fmt: skip
     side = {"shortest_edge": args.image_size}
     crop = {"height": args.image_size, "width": args.image_size}
