@@ -248,3 +248,45 @@ def test_local_attention_radius_round_trip_and_bad_values(tmp_path):
     for bad in (-1, 1.5, True):
         with pytest.raises(ValueError, match="local_attention_radius"):
             _tiny_config(local_attention_radius=bad)
+
+
+def test_group_token_residual_off_makes_groups_depend_on_their_tokens_only():
+    from transformers.models.groupvit.modeling_groupvit import GroupViTTokenAssign
+
+    from clipzoo.modeling.modeling_groupvit import ClipzooGroupViTTokenAssign
+
+    config = _tiny_config().vision_config
+    torch.manual_seed(0)
+    official = GroupViTTokenAssign(config, 8, 4).eval()
+    ours = {flag: ClipzooGroupViTTokenAssign(config, 8, 4, group_token_residual=flag).eval() for flag in (True, False)}
+    for module in ours.values():
+        module.load_state_dict(official.state_dict())
+    tokens, groups = torch.randn(1, 16, config.hidden_size), torch.randn(1, 8, config.hidden_size)
+    with torch.no_grad():
+        reference, reference_attention = official(tokens, groups)
+        outputs = {flag: module(tokens, groups) for flag, module in ours.items()}
+    torch.testing.assert_close(outputs[True][0], reference)  # True is transformers' (official) block
+    torch.testing.assert_close(outputs[True][1], reference_attention)
+    assigned = reference_attention[0].argmax(dim=0)  # (tokens,) group of each token
+    group = int(assigned[0])
+    other = int((assigned != group).nonzero()[0])
+    moved = tokens.clone()
+    moved[0, other] += 1e-2 * torch.randn(config.hidden_size)
+    with torch.no_grad():
+        after = {flag: module(moved, groups) for flag, module in ours.items()}
+    assert torch.equal(after[False][1][0].argmax(dim=0), assigned)  # the assignment did not change
+    # Without the group-token term, a group's output ignores the tokens assigned elsewhere; with it, it does not.
+    torch.testing.assert_close(after[False][0][0, group], outputs[False][0][0, group], atol=1e-6, rtol=0)
+    assert (after[True][0][0, group] - outputs[True][0][0, group]).abs().max() > 1e-5
+
+
+def test_group_token_residual_round_trip(tmp_path):
+    ClipzooGroupViTModel(_tiny_config(group_token_residual=False)).save_pretrained(tmp_path)
+    model = ClipzooGroupViTModel.from_pretrained(tmp_path)
+    assert model.config.group_token_residual is False
+    blocks = [stage.downsample for stage in model.vision_model.encoder.stages if stage.downsample is not None]
+    assert blocks and not any(block.group_token_residual for block in blocks)
+    pixels = torch.randn(2, 3, 32, 32)
+    model.eval()
+    with torch.no_grad():
+        assert model.get_image_features(pixels).shape == (2, model.config.projection_dim)

@@ -47,6 +47,10 @@ class ClipzooGroupViTConfig(GroupViTConfig):
             group tokens; the group tokens still attend to everything. The radius is given at `image_size` and scales
             with the patch grid at other input sizes. It keeps patch features local, so that a group's embedding
             describes its own pixels (see the model card).
+        group_token_residual (`bool`, *optional*, defaults to `True`): `True` is the official grouping block, whose
+            output for a group is its assigned tokens' pooled features plus the group token itself (which has attended
+            to the whole image). `False` (clipzoo extension) drops the group-token term, so a group's output depends on
+            the tokens assigned to it only; the group tokens still decide the assignment.
 
     Examples:
 
@@ -66,6 +70,7 @@ class ClipzooGroupViTConfig(GroupViTConfig):
     multi_label_loss_weight: float = 1.0
     share_temperature: bool = False
     local_attention_radius: int | None = None
+    group_token_residual: bool = True
 
     def __post_init__(self, **kwargs):
         # A transformers GroupViT config.json says model_type "groupvit"; loading it here makes it a clipzoo config.

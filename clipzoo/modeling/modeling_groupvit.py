@@ -27,6 +27,7 @@ from transformers.models.groupvit.modeling_groupvit import (
     GroupViTEncoderLayer,
     GroupViTStage,
     GroupViTTextTransformer,
+    GroupViTTokenAssign,
     GroupViTVisionEmbeddings,
     GroupViTVisionEncoder,
 )
@@ -137,6 +138,35 @@ class ClipzooGroupViTDropPathLayer(GroupViTEncoderLayer):
         return f"drop_prob={self.drop_prob:.3f}"
 
 
+class ClipzooGroupViTTokenAssign(GroupViTTokenAssign):
+    """transformers' `GroupViTTokenAssign` (same parameters); `group_token_residual=False` drops the group-token term.
+
+    Args:
+        config (`GroupViTVisionConfig`): the vision config.
+        num_group_token (`int`) / num_output_group (`int`): this grouping stage's token counts.
+        group_token_residual (`bool`, *optional*, defaults to `True`): `True` is the official block.
+    """
+
+    def __init__(
+        self, config: GroupViTVisionConfig, num_group_token: int, num_output_group: int, group_token_residual=True
+    ):
+        super().__init__(config, num_group_token, num_output_group)
+        self.group_token_residual = bool(group_token_residual)
+
+    def forward(self, image_tokens: torch.Tensor, group_tokens: torch.Tensor):
+        group_tokens = self.norm_tokens(group_tokens)
+        image_tokens = self.norm_x(image_tokens)
+        projected_group_tokens = self.pre_assign_attn(self.project_group_token(group_tokens), image_tokens)
+        new_image_tokens, attention = self.assign(projected_group_tokens, image_tokens)
+        if self.group_token_residual:
+            new_image_tokens = new_image_tokens + projected_group_tokens
+        new_image_tokens = new_image_tokens + self.mlp_channels(self.norm_new_x(new_image_tokens))
+        return new_image_tokens, attention
+
+    def extra_repr(self) -> str:
+        return f"group_token_residual={self.group_token_residual}"
+
+
 class ClipzooGroupViTVisionTransformer(nn.Module):
     """transformers' `GroupViTVisionTransformer` with drop-path blocks and position embeddings interpolated to any size.
 
@@ -144,10 +174,15 @@ class ClipzooGroupViTVisionTransformer(nn.Module):
         config (`GroupViTVisionConfig`): the vision config.
         drop_path_rate (`float`): the last block's drop-path probability (linear from 0 over all stages' blocks).
         local_attention_radius (`int`, *optional*): see [`ClipzooGroupViTConfig`]; `None` is the official model.
+        group_token_residual (`bool`, *optional*, defaults to `True`): see [`ClipzooGroupViTConfig`].
     """
 
     def __init__(
-        self, config: GroupViTVisionConfig, drop_path_rate: float = 0.0, local_attention_radius: int | None = None
+        self,
+        config: GroupViTVisionConfig,
+        drop_path_rate: float = 0.0,
+        local_attention_radius: int | None = None,
+        group_token_residual: bool = True,
     ):
         super().__init__()
         self.config = config
@@ -161,6 +196,11 @@ class ClipzooGroupViTVisionTransformer(nn.Module):
                 [ClipzooGroupViTDropPathLayer(config, rates[start + j]) for j in range(depth)]
             )
             start += depth
+        for index, stage in enumerate(self.encoder.stages):
+            if stage.downsample is not None:
+                stage.downsample = ClipzooGroupViTTokenAssign(
+                    config, config.num_group_tokens[index], config.num_output_groups[index], group_token_residual
+                )
         self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 
     def _check_pixels(self, pixel_values: torch.Tensor | None) -> None:
@@ -397,7 +437,10 @@ class ClipzooGroupViTModel(ClipzooGroupViTPreTrainedModel):
         text_config, vision_config = config.text_config, config.vision_config
         self.text_model = GroupViTTextTransformer(text_config)
         self.vision_model = ClipzooGroupViTVisionTransformer(
-            vision_config, config.drop_path_rate, getattr(config, "local_attention_radius", None)
+            vision_config,
+            config.drop_path_rate,
+            getattr(config, "local_attention_radius", None),
+            getattr(config, "group_token_residual", True),
         )
         inner, out = config.projection_intermediate_dim, config.projection_dim
         self.visual_projection = _projection_head(vision_config.hidden_size, inner, out)
