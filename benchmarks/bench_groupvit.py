@@ -1,6 +1,7 @@
 """GroupViT on ShapesWorld: trained model vs trivial baselines, with vs without the multi-label loss, same steps.
 
     python benchmarks/bench_groupvit.py [--max-steps N] [--batch-size 64] [--eval-samples 200] [--out DIR]
+        [--seed S] [--model-overrides JSON]
 
 Trains `groupvit_shapesworld` twice from the same seed (multi_label K=3 and K=0), then runs `clipzoo evaluate
 groupvit` on each: zero-shot segmentation mIoU on the ShapesWorld segmentation split (generator masks), the two trivial
@@ -25,6 +26,15 @@ def main():
     parser.add_argument("--recipe", default="groupvit_shapesworld")
     parser.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "clipzoo_bench_groupvit")
     parser.add_argument("--runs", default="multi_label_K3,no_multi_label", help="comma-separated subset of the runs")
+    parser.add_argument(
+        "--seed", type=int, default=None, help="training, data-order and data seed (default: recipe's)"
+    )
+    parser.add_argument(
+        "--model-overrides",
+        type=json.loads,
+        default={},
+        help="JSON merged into the recipe's model section, e.g. '{\"depths\": [2, 0]}'",
+    )
     args = parser.parse_args()
     results = {}
     wanted = args.runs.split(",")
@@ -37,7 +47,10 @@ def main():
             training["max_steps"] = args.max_steps
         if args.batch_size:
             training["per_device_train_batch_size"] = args.batch_size
-        overrides = {"model": {"multi_label": k}, "training": training}
+        overrides = {"model": {**args.model_overrides, "multi_label": k}, "training": training}
+        if args.seed is not None:
+            training.update(seed=args.seed, data_seed=args.seed)
+            overrides["data"] = {"seed": args.seed}
         model_dir = train(args.recipe, args.out / name, overrides)
         train_seconds = time.perf_counter() - start
         results[name] = {**evaluate(model_dir, num_samples=args.eval_samples), "train_seconds": train_seconds}
