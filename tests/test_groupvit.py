@@ -280,6 +280,15 @@ def test_group_token_residual_off_makes_groups_depend_on_their_tokens_only():
     assert (after[True][0][0, group] - outputs[True][0][0, group]).abs().max() > 1e-5
 
 
+def test_default_model_keeps_transformers_grouping_blocks():
+    # Building replacement blocks would draw from the RNG and change the official model's initial weights per seed.
+    from transformers.models.groupvit.modeling_groupvit import GroupViTTokenAssign
+
+    model = ClipzooGroupViTModel(_tiny_config())
+    blocks = [stage.downsample for stage in model.vision_model.encoder.stages if stage.downsample is not None]
+    assert blocks and all(type(block) is GroupViTTokenAssign for block in blocks)
+
+
 def test_group_token_residual_round_trip(tmp_path):
     ClipzooGroupViTModel(_tiny_config(group_token_residual=False)).save_pretrained(tmp_path)
     model = ClipzooGroupViTModel.from_pretrained(tmp_path)

@@ -196,11 +196,13 @@ class ClipzooGroupViTVisionTransformer(nn.Module):
                 [ClipzooGroupViTDropPathLayer(config, rates[start + j]) for j in range(depth)]
             )
             start += depth
-        for index, stage in enumerate(self.encoder.stages):
-            if stage.downsample is not None:
-                stage.downsample = ClipzooGroupViTTokenAssign(
-                    config, config.num_group_tokens[index], config.num_output_groups[index], group_token_residual
-                )
+        if not group_token_residual:
+            # Only then: building extra modules draws from the RNG and would change the official model's init.
+            for index, stage in enumerate(self.encoder.stages):
+                if stage.downsample is not None:
+                    stage.downsample = ClipzooGroupViTTokenAssign(
+                        config, config.num_group_tokens[index], config.num_output_groups[index], False
+                    )
         self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 
     def _check_pixels(self, pixel_values: torch.Tensor | None) -> None:
