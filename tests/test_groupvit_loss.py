@@ -80,6 +80,63 @@ def test_multi_label_loss_matches_slow_reference():
                                groupvit_multi_label_loss(image[:4], prompts[:4], scale))  # fmt: skip
 
 
+def _slow_multi_label_group_max(groups, prompts, scale):
+    """`_slow_multi_label` with the image-prompt similarity written as a loop maximum over the image's groups."""
+    batch, k, _ = prompts.shape
+
+    def sim(i, j, q):
+        return max(float(groups[i, g] @ prompts[j, q]) for g in range(groups.shape[1]))
+
+    flat = [(j, q) for j in range(batch) for q in range(k)]
+    loss_image = 0.0
+    for i in range(batch):
+        logits = torch.tensor([scale * sim(i, j, q) for j, q in flat], dtype=torch.float64)
+        own = [flat.index((i, q)) for q in range(k)]
+        loss_image += -sum(logits[c] - torch.logsumexp(logits, 0) for c in own) / k
+    loss_text = 0.0
+    for j, q in flat:
+        logits = torch.tensor([scale * sim(i, j, q) for i in range(batch)], dtype=torch.float64)
+        loss_text += -(logits[j] - torch.logsumexp(logits, 0))
+    return 0.5 * (loss_image / batch + loss_text / (batch * k))
+
+
+def test_multi_label_loss_group_max_matches_slow_reference():
+    groups, prompts = _normed(4, 5, 8, seed=11), _normed(4, 3, 8, seed=12)
+    scale = torch.tensor(6.0, dtype=torch.float64)
+    loss = groupvit_multi_label_loss(groups, prompts, scale)
+    torch.testing.assert_close(loss, _slow_multi_label_group_max(groups, prompts, scale).to(loss))
+    # One group per image is the official (pooled) loss; a duplicated group changes nothing.
+    single = groups[:, 0]
+    torch.testing.assert_close(groupvit_multi_label_loss(single[:, None], prompts, scale),
+                               groupvit_multi_label_loss(single, prompts, scale))  # fmt: skip
+    torch.testing.assert_close(groupvit_multi_label_loss(single[:, None].expand(4, 3, 8), prompts, scale),
+                               groupvit_multi_label_loss(single, prompts, scale))  # fmt: skip
+    # The max differs from scoring the mean of the groups.
+    assert not torch.isclose(loss, groupvit_multi_label_loss(F.normalize(groups.mean(1), dim=-1), prompts, scale))
+    with pytest.raises(ValueError, match="image_embeds"):
+        groupvit_multi_label_loss(groups[..., None], prompts, scale)
+
+
+def test_model_multi_label_pooling_max_scores_projected_groups():
+    config = ClipzooGroupViTConfig(**{**get_variant("groupvit").tiny_config().to_dict(), "multi_label_pooling": "max"})
+    torch.manual_seed(0)
+    model = ClipzooGroupViTModel(config).eval()
+    vocab = config.text_config.vocab_size
+    ids = torch.randint(3, vocab, (3, 1 + config.multi_label, 8), generator=torch.Generator().manual_seed(0))
+    pixels = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    out = model(input_ids=ids, pixel_values=pixels, return_loss=True)
+    groups = model.get_group_features(pixels)["group_embeds"]
+    torch.testing.assert_close(out.group_embeds, F.normalize(groups, dim=-1))
+    expected = groupvit_multi_label_loss(out.group_embeds, out.prompt_embeds, model.clamped_logit_scale(True))
+    torch.testing.assert_close(out.multi_label_loss, expected)
+    torch.testing.assert_close(out.loss, out.contrastive_loss + expected)
+    # The default ("mean", the official loss) computes no group embeddings.
+    default = ClipzooGroupViTModel(get_variant("groupvit").tiny_config()).eval()
+    assert default(input_ids=ids, pixel_values=pixels, return_loss=True).group_embeds is None
+    with pytest.raises(ValueError, match="multi_label_pooling"):
+        ClipzooGroupViTConfig(multi_label_pooling="sum")
+
+
 def test_multi_label_loss_is_mean_of_log_probs_not_log_of_sum():
     image, prompts = _normed(3, 4, seed=3), _normed(3, 2, 4, seed=4)
     scale = torch.tensor(5.0, dtype=torch.float64)

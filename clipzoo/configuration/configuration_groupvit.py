@@ -51,6 +51,11 @@ class ClipzooGroupViTConfig(GroupViTConfig):
             output for a group is its assigned tokens' pooled features plus the group token itself (which has attended
             to the whole image). `False` (clipzoo extension) drops the group-token term, so a group's output depends on
             the tokens assigned to it only; the group tokens still decide the assignment.
+        multi_label_pooling (`str`, *optional*, defaults to `"mean"`): how the multi-label loss scores an image
+            against a prompt. `"mean"` is the official loss: the image embedding (mean of the final groups, projected).
+            `"max"` (clipzoo extension) projects each final group on its own and takes the best-matching group, so a
+            prompt's word has to be found in one group rather than spread over all of them; the caption loss is
+            unchanged.
 
     Examples:
 
@@ -71,6 +76,7 @@ class ClipzooGroupViTConfig(GroupViTConfig):
     share_temperature: bool = False
     local_attention_radius: int | None = None
     group_token_residual: bool = True
+    multi_label_pooling: str = "mean"
 
     def __post_init__(self, **kwargs):
         # A transformers GroupViT config.json says model_type "groupvit"; loading it here makes it a clipzoo config.
@@ -87,6 +93,8 @@ class ClipzooGroupViTConfig(GroupViTConfig):
         radius = self.local_attention_radius
         if radius is not None and (isinstance(radius, bool) or not isinstance(radius, int) or radius < 0):
             raise ValueError(f"local_attention_radius must be None or an integer >= 0, got {radius!r}.")
+        if self.multi_label_pooling not in ("mean", "max"):
+            raise ValueError(f"multi_label_pooling must be 'mean' or 'max', got {self.multi_label_pooling!r}.")
         if int(self.multi_label) < 0:
             raise ValueError(f"multi_label (prompts per image) must be >= 0, got {self.multi_label}.")
         vision = self.vision_config

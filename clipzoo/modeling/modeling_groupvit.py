@@ -76,8 +76,13 @@ def groupvit_multi_label_loss(image_embeds, prompt_embeds, logit_scale, gather=g
     prompts (a mean of log-probabilities, not the log of a summed probability). Prompts -> image: every prompt against
     all images, one-hot on its own image. Prompts built from the same word for other images are negatives.
 
+    With `image_embeds` of shape `(batch, groups, dim)` (the clipzoo extension `multi_label_pooling="max"`, not in the
+    official code) the image-prompt similarity is the maximum over the image's groups instead: a prompt has to match
+    one group, and the other groups are free to describe something else.
+
     Args:
-        image_embeds (`torch.Tensor` of shape `(batch, dim)`): L2-normalised image embeddings.
+        image_embeds (`torch.Tensor` of shape `(batch, dim)` or `(batch, groups, dim)`): L2-normalised image (or
+            per-group) embeddings.
         prompt_embeds (`torch.Tensor` of shape `(batch, K, dim)`): L2-normalised prompt-text embeddings.
         logit_scale (`torch.Tensor`): the clamped, exponentiated multi-label scale.
         gather (`Callable`, *optional*): gathers a per-sample tensor over processes (identity on one process).
@@ -90,6 +95,10 @@ def groupvit_multi_label_loss(image_embeds, prompt_embeds, logit_scale, gather=g
             f"prompt_embeds must have shape (batch, K, dim) with batch = {image_embeds.shape[0]}, got "
             f"{tuple(prompt_embeds.shape)}."
         )
+    if image_embeds.ndim not in (2, 3):
+        raise ValueError(
+            f"image_embeds must be (batch, dim) or (batch, groups, dim), got {tuple(image_embeds.shape)}."
+        )
     image_embeds, prompt_embeds = gather(image_embeds), gather(prompt_embeds)
     batch, num_prompts, _ = prompt_embeds.shape
     prompts = prompt_embeds.reshape(batch * num_prompts, -1)
@@ -97,8 +106,12 @@ def groupvit_multi_label_loss(image_embeds, prompt_embeds, logit_scale, gather=g
     # Column j * K + k is prompt k of image j, so the image's own prompts are the j-th block of K columns.
     image_targets = eye.repeat_interleave(num_prompts, dim=1) / num_prompts
     text_targets = eye.repeat_interleave(num_prompts, dim=0)
-    loss_image = soft_target_cross_entropy(logit_scale * image_embeds @ prompts.t(), image_targets)
-    loss_text = soft_target_cross_entropy(logit_scale * prompts @ image_embeds.t(), text_targets)
+    if image_embeds.ndim == 3:
+        similarity = torch.einsum("bgd,td->bgt", image_embeds, prompts).amax(dim=1)
+    else:
+        similarity = image_embeds @ prompts.t()
+    loss_image = soft_target_cross_entropy(logit_scale * similarity, image_targets)
+    loss_text = soft_target_cross_entropy(logit_scale * similarity.t(), text_targets)
     return 0.5 * (loss_image + loss_text)
 
 
@@ -303,6 +316,9 @@ class ClipzooGroupViTOutput(ModelOutput):
         text_embeds (`torch.Tensor` of shape `(text_batch, projection_dim)`): normalised caption embeddings.
         image_embeds (`torch.Tensor` of shape `(image_batch, projection_dim)`): normalised image embeddings.
         prompt_embeds (`torch.Tensor` of shape `(batch, K, projection_dim)`, *optional*): normalised prompt embeddings.
+        group_embeds (`torch.Tensor` of shape `(batch, groups, projection_dim)`, *optional*): normalised embeddings of
+            the final groups, each projected on its own; computed only when `config.multi_label_pooling="max"` and
+            prompts are given.
         text_model_output (`BaseModelOutputWithPooling`): the text tower's output.
         vision_model_output (`BaseModelOutputWithPooling`): the vision tower's output (`attentions` holds the soft
             assignment of each grouping stage, `(batch, groups, tokens)`, when `output_attentions=True`).
@@ -318,6 +334,7 @@ class ClipzooGroupViTOutput(ModelOutput):
     prompt_embeds: torch.Tensor | None = None
     text_model_output: BaseModelOutputWithPooling | None = None
     vision_model_output: BaseModelOutputWithPooling | None = None
+    group_embeds: torch.Tensor | None = None
 
     def to_tuple(self) -> tuple[Any, ...]:
         return tuple(
@@ -547,6 +564,13 @@ class ClipzooGroupViTModel(ClipzooGroupViTPreTrainedModel):
         image_embeds = self.visual_projection(vision_outputs.pooler_output)
         image_embeds = image_embeds / image_embeds.norm(dim=-1, keepdim=True)
         text_embeds, prompt_embeds, text_outputs = self._encode_text(input_ids, attention_mask, position_ids)
+        group_embeds = None
+        if prompt_embeds is not None and getattr(self.config, "multi_label_pooling", "mean") == "max":
+            tokens = vision_outputs.last_hidden_state
+            group_embeds = self.visual_projection(tokens.reshape(-1, tokens.shape[-1])).reshape(
+                tokens.shape[0], tokens.shape[1], -1
+            )
+            group_embeds = group_embeds / group_embeds.norm(dim=-1, keepdim=True)
 
         logits_per_text = text_embeds @ image_embeds.t() * self.clamped_logit_scale()
         output = ClipzooGroupViTOutput(
@@ -557,6 +581,7 @@ class ClipzooGroupViTModel(ClipzooGroupViTPreTrainedModel):
             prompt_embeds=prompt_embeds,
             text_model_output=text_outputs,
             vision_model_output=vision_outputs,
+            group_embeds=group_embeds,
         )
         if return_loss:
             self._fill_losses(output, gather=gather_features)
@@ -570,8 +595,9 @@ class ClipzooGroupViTModel(ClipzooGroupViTPreTrainedModel):
         )
         output.loss = output.contrastive_loss
         if output.prompt_embeds is not None and self.config.multi_label > 0:
+            pooled = output.image_embeds if output.group_embeds is None else output.group_embeds
             output.multi_label_loss = groupvit_multi_label_loss(
-                output.image_embeds, output.prompt_embeds, self.clamped_logit_scale(multi_label=True), gather=gather
+                pooled, output.prompt_embeds, self.clamped_logit_scale(multi_label=True), gather=gather
             )
             output.loss = output.loss + self.config.multi_label_loss_weight * output.multi_label_loss
 

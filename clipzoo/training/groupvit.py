@@ -101,6 +101,8 @@ class GroupViTModelArguments:
     local_attention_radius: int | None = None
     # clipzoo extension: False drops the group-token term from the grouping block's output.
     group_token_residual: bool = True
+    # clipzoo extension: "max" scores each prompt against the best-matching final group in the multi-label loss.
+    multi_label_pooling: str = "mean"
     vocab_size: int = 512
     max_text_length: int = 24
 
@@ -168,6 +170,7 @@ def build_model_and_processor(args: GroupViTModelArguments) -> tuple[ClipzooGrou
         projection_dim=args.projection_dim, projection_intermediate_dim=args.projection_intermediate_dim,
         drop_path_rate=args.drop_path_rate, multi_label=args.multi_label,
         local_attention_radius=args.local_attention_radius, group_token_residual=args.group_token_residual,
+        multi_label_pooling=args.multi_label_pooling,
     )  # fmt: skip
     side = {"shortest_edge": args.image_size}
     crop = {"height": args.image_size, "width": args.image_size}
