@@ -299,3 +299,68 @@ def test_group_token_residual_round_trip(tmp_path):
     model.eval()
     with torch.no_grad():
         assert model.get_image_features(pixels).shape == (2, model.config.projection_dim)
+
+
+def _slow_within_group_block(block, tokens, groups):
+    """`ClipzooGroupViTTokenAssign(within_group_layers=n)` in eval mode written out per group: each group's tokens run
+    through the layers on their own (no mask), then are averaged into the group; no group-token term."""
+    group_tokens = block.norm_tokens(groups)
+    image_tokens = block.norm_x(tokens)
+    queries = block.pre_assign_attn(block.project_group_token(group_tokens), image_tokens)
+    raw = block.assign.q_proj(queries) @ block.assign.k_proj(image_tokens).transpose(-2, -1) * block.assign.scale
+    label = raw[0].argmax(dim=0)
+    out = torch.zeros(queries.shape[1], tokens.shape[-1])
+    for g in range(queries.shape[1]):
+        members = (label == g).nonzero()[:, 0]
+        if len(members) == 0:
+            continue
+        part = image_tokens[:, members]
+        for layer in block.within_group_layers:
+            part = layer(part)
+        pooled = block.assign.v_proj(part)[0].sum(0) / (len(members) + block.assign.assign_eps)
+        out[g] = block.assign.proj(pooled)
+    out = out[None]
+    return out + block.mlp_channels(block.norm_new_x(out))
+
+
+def test_within_group_layers_match_per_group_reference_and_stay_inside_groups():
+    from clipzoo.modeling.modeling_groupvit import ClipzooGroupViTTokenAssign
+
+    config = _tiny_config().vision_config
+    torch.manual_seed(0)
+    block = ClipzooGroupViTTokenAssign(config, 8, 4, group_token_residual=False, within_group_layers=2).eval()
+    tokens, groups = torch.randn(1, 16, config.hidden_size), torch.randn(1, 8, config.hidden_size)
+    with torch.no_grad():
+        out, attention = block(tokens, groups)
+        expected = _slow_within_group_block(block, tokens, groups)
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+    assert len(attention[0].argmax(dim=0).unique()) > 1  # the check covers several groups
+    # The layers change the result (they are not skipped), and the default block has none.
+    plain = ClipzooGroupViTTokenAssign(config, 8, 4, group_token_residual=False).eval()
+    plain.load_state_dict(block.state_dict(), strict=False)
+    with torch.no_grad():
+        assert (plain(tokens, groups)[0] - out).abs().max() > 1e-4
+    assert len(ClipzooGroupViTTokenAssign(config, 8, 4).within_group_layers) == 0
+
+
+def test_within_group_layers_config_round_trip_and_bad_values(tmp_path):
+    model = ClipzooGroupViTModel(_tiny_config(within_group_layers=1, group_token_residual=False))
+    model.save_pretrained(tmp_path)
+    reloaded = ClipzooGroupViTModel.from_pretrained(tmp_path).eval()
+    assert reloaded.config.within_group_layers == 1
+    blocks = [stage.downsample for stage in reloaded.vision_model.encoder.stages if stage.downsample is not None]
+    assert blocks and all(len(block.within_group_layers) == 1 for block in blocks)
+    pixels = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded.get_image_features(pixels), model.eval().get_image_features(pixels))
+    # Training mode (Gumbel hard assignment) runs and reaches the within-group layers.
+    model.train()
+    input_ids, pixels = _inputs(model.config, batch=2, num_texts=1 + model.config.multi_label)
+    model(input_ids=input_ids, pixel_values=pixels, return_loss=True).loss.backward()
+    trained = [stage.downsample for stage in model.vision_model.encoder.stages if stage.downsample is not None]
+    assert all(
+        p.grad is not None and p.grad.abs().sum() > 0 for p in trained[0].within_group_layers[0].mlp.parameters()
+    )
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="within_group_layers"):
+            _tiny_config(within_group_layers=bad)

@@ -51,6 +51,11 @@ class ClipzooGroupViTConfig(GroupViTConfig):
             output for a group is its assigned tokens' pooled features plus the group token itself (which has attended
             to the whole image). `False` (clipzoo extension) drops the group-token term, so a group's output depends on
             the tokens assigned to it only; the group tokens still decide the assignment.
+        within_group_layers (`int`, *optional*, defaults to 0): clipzoo extension (0 is the official block). Each
+            grouping block runs this many Transformer layers on the image tokens after the assignment is decided and
+            before they are pooled into groups; in them a token attends only to the tokens assigned to the same group.
+            With `local_attention_radius=0` and `group_token_residual=False`, a group's embedding then depends on its
+            own tokens and their arrangement only.
         multi_label_pooling (`str`, *optional*, defaults to `"mean"`): how the multi-label loss scores an image
             against a prompt. `"mean"` is the official loss: the image embedding (mean of the final groups, projected).
             `"max"` (clipzoo extension) projects each final group on its own and takes the best-matching group, so a
@@ -76,6 +81,7 @@ class ClipzooGroupViTConfig(GroupViTConfig):
     share_temperature: bool = False
     local_attention_radius: int | None = None
     group_token_residual: bool = True
+    within_group_layers: int = 0
     multi_label_pooling: str = "mean"
 
     def __post_init__(self, **kwargs):
@@ -93,6 +99,9 @@ class ClipzooGroupViTConfig(GroupViTConfig):
         radius = self.local_attention_radius
         if radius is not None and (isinstance(radius, bool) or not isinstance(radius, int) or radius < 0):
             raise ValueError(f"local_attention_radius must be None or an integer >= 0, got {radius!r}.")
+        layers = self.within_group_layers
+        if isinstance(layers, bool) or not isinstance(layers, int) or layers < 0:
+            raise ValueError(f"within_group_layers must be an integer >= 0, got {layers!r}.")
         if self.multi_label_pooling not in ("mean", "max"):
             raise ValueError(f"multi_label_pooling must be 'mean' or 'max', got {self.multi_label_pooling!r}.")
         if int(self.multi_label) < 0:

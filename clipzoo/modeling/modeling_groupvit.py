@@ -152,29 +152,61 @@ class ClipzooGroupViTDropPathLayer(GroupViTEncoderLayer):
 
 
 class ClipzooGroupViTTokenAssign(GroupViTTokenAssign):
-    """transformers' `GroupViTTokenAssign` (same parameters); `group_token_residual=False` drops the group-token term.
+    """transformers' `GroupViTTokenAssign` (same parameters) with two opt-in clipzoo extensions.
+
+    `group_token_residual=False` drops the group-token term. `within_group_layers=n` adds `n` Transformer layers that run
+    on the image tokens after the assignment is decided and before they are pooled into groups; in them a token attends
+    only to the tokens assigned to the same group (the arg-max of the assignment, the hard assignment of training).
 
     Args:
         config (`GroupViTVisionConfig`): the vision config.
         num_group_token (`int`) / num_output_group (`int`): this grouping stage's token counts.
         group_token_residual (`bool`, *optional*, defaults to `True`): `True` is the official block.
+        within_group_layers (`int`, *optional*, defaults to 0): 0 is the official block.
     """
 
     def __init__(
-        self, config: GroupViTVisionConfig, num_group_token: int, num_output_group: int, group_token_residual=True
+        self,
+        config: GroupViTVisionConfig,
+        num_group_token: int,
+        num_output_group: int,
+        group_token_residual: bool = True,
+        within_group_layers: int = 0,
     ):
         super().__init__(config, num_group_token, num_output_group)
         self.group_token_residual = bool(group_token_residual)
+        self.within_group_layers = nn.ModuleList(
+            [ClipzooGroupViTDropPathLayer(config) for _ in range(int(within_group_layers))]
+        )
 
     def forward(self, image_tokens: torch.Tensor, group_tokens: torch.Tensor):
         group_tokens = self.norm_tokens(group_tokens)
         image_tokens = self.norm_x(image_tokens)
         projected_group_tokens = self.pre_assign_attn(self.project_group_token(group_tokens), image_tokens)
-        new_image_tokens, attention = self.assign(projected_group_tokens, image_tokens)
+        if len(self.within_group_layers):
+            new_image_tokens, attention = self._assign_within_groups(projected_group_tokens, image_tokens)
+        else:
+            new_image_tokens, attention = self.assign(projected_group_tokens, image_tokens)
         if self.group_token_residual:
             new_image_tokens = new_image_tokens + projected_group_tokens
         new_image_tokens = new_image_tokens + self.mlp_channels(self.norm_new_x(new_image_tokens))
         return new_image_tokens, attention
+
+    def _assign_within_groups(self, groups: torch.Tensor, tokens: torch.Tensor):
+        # `GroupViTAssignAttention.forward`, with the values taken from the tokens after the within-group layers.
+        assign = self.assign
+        raw = assign.q_proj(groups) @ assign.k_proj(tokens).transpose(-2, -1) * assign.scale
+        weights = assign.get_attn(raw)
+        soft = assign.get_attn(raw, gumbel=False, hard=False)
+        label = weights.detach().argmax(dim=1)  # (batch, tokens): each token's group
+        same = label[:, :, None] == label[:, None, :]
+        mask = torch.zeros(same.shape, dtype=tokens.dtype, device=tokens.device).masked_fill(
+            ~same, torch.finfo(tokens.dtype).min
+        )[:, None]
+        for layer in self.within_group_layers:
+            tokens = layer(tokens, attention_mask=mask)
+        weights = weights / (weights.sum(dim=-1, keepdim=True) + assign.assign_eps)
+        return assign.proj(weights @ assign.v_proj(tokens)), soft
 
     def extra_repr(self) -> str:
         return f"group_token_residual={self.group_token_residual}"
@@ -188,6 +220,7 @@ class ClipzooGroupViTVisionTransformer(nn.Module):
         drop_path_rate (`float`): the last block's drop-path probability (linear from 0 over all stages' blocks).
         local_attention_radius (`int`, *optional*): see [`ClipzooGroupViTConfig`]; `None` is the official model.
         group_token_residual (`bool`, *optional*, defaults to `True`): see [`ClipzooGroupViTConfig`].
+        within_group_layers (`int`, *optional*, defaults to 0): see [`ClipzooGroupViTConfig`].
     """
 
     def __init__(
@@ -196,6 +229,7 @@ class ClipzooGroupViTVisionTransformer(nn.Module):
         drop_path_rate: float = 0.0,
         local_attention_radius: int | None = None,
         group_token_residual: bool = True,
+        within_group_layers: int = 0,
     ):
         super().__init__()
         self.config = config
@@ -209,12 +243,16 @@ class ClipzooGroupViTVisionTransformer(nn.Module):
                 [ClipzooGroupViTDropPathLayer(config, rates[start + j]) for j in range(depth)]
             )
             start += depth
-        if not group_token_residual:
+        if not group_token_residual or within_group_layers:
             # Only then: building extra modules draws from the RNG and would change the official model's init.
             for index, stage in enumerate(self.encoder.stages):
                 if stage.downsample is not None:
                     stage.downsample = ClipzooGroupViTTokenAssign(
-                        config, config.num_group_tokens[index], config.num_output_groups[index], False
+                        config,
+                        config.num_group_tokens[index],
+                        config.num_output_groups[index],
+                        group_token_residual,
+                        within_group_layers,
                     )
         self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 
@@ -460,6 +498,7 @@ class ClipzooGroupViTModel(ClipzooGroupViTPreTrainedModel):
             config.drop_path_rate,
             getattr(config, "local_attention_radius", None),
             getattr(config, "group_token_residual", True),
+            getattr(config, "within_group_layers", 0),
         )
         inner, out = config.projection_intermediate_dim, config.projection_dim
         self.visual_projection = _projection_head(vision_config.hidden_size, inner, out)

@@ -103,6 +103,8 @@ class GroupViTModelArguments:
     group_token_residual: bool = True
     # clipzoo extension: "max" scores each prompt against the best-matching final group in the multi-label loss.
     multi_label_pooling: str = "mean"
+    # clipzoo extension: Transformer layers inside the grouping block, attention restricted to each group's tokens.
+    within_group_layers: int = 0
     vocab_size: int = 512
     max_text_length: int = 24
 
@@ -170,7 +172,7 @@ def build_model_and_processor(args: GroupViTModelArguments) -> tuple[ClipzooGrou
         projection_dim=args.projection_dim, projection_intermediate_dim=args.projection_intermediate_dim,
         drop_path_rate=args.drop_path_rate, multi_label=args.multi_label,
         local_attention_radius=args.local_attention_radius, group_token_residual=args.group_token_residual,
-        multi_label_pooling=args.multi_label_pooling,
+        multi_label_pooling=args.multi_label_pooling, within_group_layers=args.within_group_layers,
     )  # fmt: skip
     side = {"shortest_edge": args.image_size}
     crop = {"height": args.image_size, "width": args.image_size}
@@ -379,9 +381,14 @@ def evaluate(
     )  # fmt: skip
     text = class_text_embeddings(model, processor.tokenizer, list(SHAPES))
     pixels = processor.image_processor([im.convert("RGB") for im in cls["image"]], return_tensors="pt")["pixel_values"]
-    scores = F.normalize(model.get_image_features(pixels), dim=-1) @ text.t()
+    features = model.get_group_features(pixels)
+    scores = F.normalize(features["image_embeds"], dim=-1) @ text.t()
     accuracy = ZeroShotAccuracy().compute(predictions=scores.tolist(), references=list(cls["label"]))
     result["zero_shot_classification_accuracy"] = float(accuracy["accuracy"])
+    # Scoring each class by its best-matching group, as `multi_label_pooling="max"` trains the prompts.
+    group_scores = (F.normalize(features["group_embeds"], dim=-1) @ text.t()).amax(dim=1)
+    accuracy = ZeroShotAccuracy().compute(predictions=group_scores.tolist(), references=list(cls["label"]))
+    result["zero_shot_classification_accuracy_group_max"] = float(accuracy["accuracy"])
     result["segmentation_settings"] = vars(settings)
     result["scene_options"] = scene
     return result
