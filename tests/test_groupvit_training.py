@@ -33,6 +33,16 @@ def test_collator_expands_prompts():
     batch = GroupViTCollator(processor, num_prompts=3, seed=0)(rows)
     assert batch["input_ids"].shape == (3, 4, 16) and batch["return_loss"] is True
     assert torch.isfinite(model(**batch).loss)
+    # The opt-in extensions pass from the recipe's model arguments to the config and train through the collator.
+    extended = GroupViTModelArguments(
+        **TINY_MODEL, multi_label_pooling="max", within_group_layers=1, group_token_residual=False,
+        local_attention_radius=0,
+    )  # fmt: skip
+    ext_model, _ = build_model_and_processor(extended)
+    config = ext_model.config
+    assert (config.multi_label_pooling, config.within_group_layers, config.local_attention_radius) == ("max", 1, 0)
+    out = ext_model(**batch)
+    assert out.group_embeds is not None and torch.isfinite(out.loss)
     plain = GroupViTCollator(processor, num_prompts=0)(rows)
     assert plain["input_ids"].shape == (3, 16)
     with pytest.raises(ValueError, match="non-empty caption"):
@@ -56,6 +66,7 @@ def test_train_evaluate_segment(tmp_path):
     result = evaluate(out, num_samples=2, short_side=None, crop_size=None)
     assert 0.0 <= result["segmentation"]["mean_iou"] <= 1.0
     assert {"baseline_all_background", "baseline_top1_class", "zero_shot_classification_accuracy"} <= set(result)
+    assert 0.0 <= result["zero_shot_classification_accuracy_group_max"] <= 1.0
     assert set(result["segmentation_foreground"]) == {"iou", "precision", "recall"}
     image = tmp_path / "in.png"
     Image.new("RGB", (40, 36), (200, 20, 20)).save(image)

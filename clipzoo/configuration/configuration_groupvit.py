@@ -55,7 +55,7 @@ class ClipzooGroupViTConfig(GroupViTConfig):
             grouping block runs this many Transformer layers on the image tokens after the assignment is decided and
             before they are pooled into groups; in them a token attends only to the tokens assigned to the same group.
             With `local_attention_radius=0` and `group_token_residual=False`, a group's embedding then depends on its
-            own tokens and their arrangement only.
+            own tokens and their arrangement only (which tokens it gets is still decided from the whole image).
         multi_label_pooling (`str`, *optional*, defaults to `"mean"`): how the multi-label loss scores an image
             against a prompt. `"mean"` is the official loss: the image embedding (mean of the final groups, projected).
             `"max"` (clipzoo extension) projects each final group on its own and takes the best-matching group, so a

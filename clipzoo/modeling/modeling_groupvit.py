@@ -537,12 +537,13 @@ class ClipzooGroupViTModel(ClipzooGroupViTPreTrainedModel):
             soft assignment of each grouping stage, `(batch, groups_s, tokens_s)`.
         """
         vision = self.vision_model(pixel_values, output_attentions=True)
-        tokens = vision.last_hidden_state
-        groups = self.visual_projection(tokens.reshape(-1, tokens.shape[-1])).reshape(
-            tokens.shape[0], tokens.shape[1], -1
-        )
+        groups = self._project_groups(vision.last_hidden_state)
         image = self.visual_projection(vision.pooler_output)
         return {"group_embeds": groups, "image_embeds": image, "attentions": vision.attentions}
+
+    def _project_groups(self, tokens: torch.Tensor) -> torch.Tensor:
+        # (batch, groups, hidden) -> (batch, groups, projection_dim): every group through the head on its own.
+        return self.visual_projection(tokens.reshape(-1, tokens.shape[-1])).reshape(*tokens.shape[:2], -1)
 
     def _encode_text(self, input_ids, attention_mask, position_ids):
         # [B, 1 + K, L] goes through the tower (and the BatchNorm of its head) as one batch, as in the official
@@ -605,10 +606,7 @@ class ClipzooGroupViTModel(ClipzooGroupViTPreTrainedModel):
         text_embeds, prompt_embeds, text_outputs = self._encode_text(input_ids, attention_mask, position_ids)
         group_embeds = None
         if prompt_embeds is not None and getattr(self.config, "multi_label_pooling", "mean") == "max":
-            tokens = vision_outputs.last_hidden_state
-            group_embeds = self.visual_projection(tokens.reshape(-1, tokens.shape[-1])).reshape(
-                tokens.shape[0], tokens.shape[1], -1
-            )
+            group_embeds = self._project_groups(vision_outputs.last_hidden_state)
             group_embeds = group_embeds / group_embeds.norm(dim=-1, keepdim=True)
 
         logits_per_text = text_embeds @ image_embeds.t() * self.clamped_logit_scale()
