@@ -107,11 +107,14 @@ def groupvit_multi_label_loss(image_embeds, prompt_embeds, logit_scale, gather=g
     image_targets = eye.repeat_interleave(num_prompts, dim=1) / num_prompts
     text_targets = eye.repeat_interleave(num_prompts, dim=0)
     if image_embeds.ndim == 3:
-        similarity = torch.einsum("bgd,td->bgt", image_embeds, prompts).amax(dim=1)
+        logits_per_image = logit_scale * torch.einsum("bgd,td->bgt", image_embeds, prompts).amax(dim=1)
+        logits_per_prompt = logits_per_image.t()
     else:
-        similarity = image_embeds @ prompts.t()
-    loss_image = soft_target_cross_entropy(logit_scale * similarity, image_targets)
-    loss_text = soft_target_cross_entropy(logit_scale * similarity.t(), text_targets)
+        # Two products, as before the extension: the same values, and bit-identical training runs of the default.
+        logits_per_image = logit_scale * image_embeds @ prompts.t()
+        logits_per_prompt = logit_scale * prompts @ image_embeds.t()
+    loss_image = soft_target_cross_entropy(logits_per_image, image_targets)
+    loss_text = soft_target_cross_entropy(logits_per_prompt, text_targets)
     return 0.5 * (loss_image + loss_text)
 
 
