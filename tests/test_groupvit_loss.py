@@ -23,6 +23,7 @@ from clipzoo.processing.text_groupvit import (
     SUBSET_IMAGENET_TEMPLATES,
     LexiconWordExtractor,
     build_prompt_texts,
+    prompt_key,
 )
 from clipzoo.variants import get_variant
 
@@ -137,6 +138,105 @@ def test_model_multi_label_pooling_max_scores_projected_groups():
         ClipzooGroupViTConfig(multi_label_pooling="sum")
 
 
+def _slow_multi_label_word_targets(image, prompts, ids, scale):
+    """Word targets written out with loops. Image i: for each own prompt q, 1/K of the target shared evenly by the
+    batch's prompts with prompt q's id. Prompt (j, q): the target shared evenly by the images having its id."""
+    batch, k, _ = prompts.shape
+    flat = [(j, q) for j in range(batch) for q in range(k)]
+    loss_image = 0.0
+    for i in range(batch):
+        logits = torch.stack([scale * image[i] @ prompts[j, q] for j, q in flat])
+        log_p = logits - torch.logsumexp(logits, dim=0)
+        for q in range(k):
+            matches = [c for c, (j, r) in enumerate(flat) if ids[j][r] == ids[i][q]]
+            loss_image += -sum(log_p[c] for c in matches) / (len(matches) * k)
+    loss_text = 0.0
+    for j, q in flat:
+        logits = torch.stack([scale * prompts[j, q] @ image[i] for i in range(batch)])
+        log_p = logits - torch.logsumexp(logits, dim=0)
+        having = [i for i in range(batch) if ids[j][q] in ids[i]]
+        loss_text += -sum(log_p[i] for i in having) / len(having)
+    return 0.5 * (loss_image / batch + loss_text / (batch * k))
+
+
+def test_multi_label_loss_word_targets_match_slow_reference():
+    image, prompts = _normed(5, 8, seed=21), _normed(5, 3, 8, seed=22)
+    scale = torch.tensor(5.0, dtype=torch.float64)
+    # Shared words across images, a word twice in one image, one word in every image.
+    ids = [[1, 2, 9], [1, 3, 9], [4, 4, 9], [2, 1, 9], [5, 6, 9]]
+    loss = groupvit_multi_label_loss(image, prompts, scale, prompt_ids=torch.tensor(ids))
+    torch.testing.assert_close(loss, _slow_multi_label_word_targets(image, prompts, ids, scale))
+    # All ids different: exactly the official (index) loss.
+    unique = torch.arange(15).reshape(5, 3)
+    torch.testing.assert_close(groupvit_multi_label_loss(image, prompts, scale, prompt_ids=unique),
+                               groupvit_multi_label_loss(image, prompts, scale))  # fmt: skip
+    assert not torch.isclose(loss, groupvit_multi_label_loss(image, prompts, scale))
+    # With groups (multi_label_pooling="max") the targets are the same; the group-max similarity is tested above.
+    groups = _normed(5, 4, 8, seed=23)
+    best = torch.einsum("bgd,jqd->bjqg", groups, prompts).amax(-1)  # (image, j, q)
+
+    def ref_groups():
+        batch, k = 5, 3
+        flat = [(j, q) for j in range(batch) for q in range(k)]
+        loss_image = sum(
+            -sum((scale * best[i, j, r] - torch.logsumexp(scale * best[i].reshape(-1), 0))
+                 for c, (j, r) in enumerate(flat) if ids[j][r] == ids[i][q])
+            / (sum(ids[j][r] == ids[i][q] for j, r in flat) * k)
+            for i in range(batch) for q in range(k)
+        )  # fmt: skip
+        loss_text = sum(
+            -sum(scale * best[i, j, q] - torch.logsumexp(scale * best[:, j, q], 0) for i in range(batch) if ids[j][q] in ids[i])
+            / sum(ids[j][q] in ids[i] for i in range(batch))
+            for j, q in flat
+        )  # fmt: skip
+        return 0.5 * (loss_image / batch + loss_text / (batch * k))
+
+    torch.testing.assert_close(groupvit_multi_label_loss(groups, prompts, scale, prompt_ids=torch.tensor(ids)),
+                               ref_groups())  # fmt: skip
+    with pytest.raises(ValueError, match="prompt_ids must have shape"):
+        groupvit_multi_label_loss(image, prompts, scale, prompt_ids=torch.tensor(ids)[:, :2])
+
+
+def test_model_word_targets_need_prompt_ids():
+    config = ClipzooGroupViTConfig(
+        **{**get_variant("groupvit").tiny_config().to_dict(), "multi_label": 2, "multi_label_targets": "word"}
+    )
+    torch.manual_seed(0)
+    model = ClipzooGroupViTModel(config).eval()
+    ids = torch.randint(3, config.text_config.vocab_size, (3, 3, 8), generator=torch.Generator().manual_seed(0))
+    pixels = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    with pytest.raises(ValueError, match="prompt_ids"):
+        model(input_ids=ids, pixel_values=pixels, return_loss=True)
+    words = torch.tensor([[7, 8], [7, 9], [10, 10]])
+    out = model(input_ids=ids, pixel_values=pixels, return_loss=True, prompt_ids=words)
+    expected = groupvit_multi_label_loss(out.image_embeds, out.prompt_embeds, model.clamped_logit_scale(True),
+                                         prompt_ids=words)  # fmt: skip
+    torch.testing.assert_close(out.multi_label_loss, expected)
+    # The multi-process path reads the ids from the inputs.
+    plain = model(input_ids=ids, pixel_values=pixels)
+    torch.testing.assert_close(model.loss_from_outputs(plain, {"prompt_ids": words}), out.loss)
+    # The official default ignores ids.
+    default = ClipzooGroupViTModel(ClipzooGroupViTConfig(**{**config.to_dict(), "multi_label_targets": "index"}))
+    default.load_state_dict(model.state_dict())
+    default.eval()
+    torch.testing.assert_close(
+        default(input_ids=ids, pixel_values=pixels, return_loss=True, prompt_ids=words).loss,
+        default(input_ids=ids, pixel_values=pixels, return_loss=True).loss,
+    )
+    with pytest.raises(ValueError, match="multi_label_targets"):
+        ClipzooGroupViTConfig(multi_label_targets="caption")
+
+
+def test_prompt_words_match_the_prompts():
+    caption = "a red circle, a black triangle and an orange arrow"
+    texts, words = build_prompt_texts(caption, 3, rng=np.random.default_rng(4), return_words=True)
+    assert texts == build_prompt_texts(caption, 3, rng=np.random.default_rng(4))  # same draws
+    assert [any(t.format(w) == p for t in FULL_IMAGENET_TEMPLATES) for p, w in zip(texts[1:], words)] == [True] * 3
+    texts, words = build_prompt_texts("a green half-disc", 3, rng=np.random.default_rng(0), return_words=True)
+    assert words == ["half-disc", "a green half-disc", "a green half-disc"]  # filled prompts name the caption
+    assert prompt_key("circle") == prompt_key("circle") != prompt_key("square")
+
+
 def test_multi_label_loss_is_mean_of_log_probs_not_log_of_sum():
     image, prompts = _normed(3, 4, seed=3), _normed(3, 2, 4, seed=4)
     scale = torch.tensor(5.0, dtype=torch.float64)
@@ -218,10 +318,11 @@ def test_custom_word_extractor_is_used():
 # ------------------------------------------------------------------------------------------- two processes
 
 
-def _model_and_batch():
+def _model_and_batch(targets="index"):
     torch.manual_seed(0)
     config = get_variant("groupvit").tiny_config()
-    model = ClipzooGroupViTModel(ClipzooGroupViTConfig(**{**config.to_dict(), "multi_label": 2})).double().eval()
+    overrides = {"multi_label": 2, "multi_label_targets": targets}
+    model = ClipzooGroupViTModel(ClipzooGroupViTConfig(**{**config.to_dict(), **overrides})).double().eval()
     generator = torch.Generator().manual_seed(1)
     input_ids = torch.randint(3, 64, (4, 3, 8), generator=generator)
     input_ids[..., -1] = config.text_config.eos_token_id
@@ -232,18 +333,26 @@ def _two_processes_equal_one():
     AcceleratorState._reset_state(reset_partial_state=True)
     accelerator = Accelerator()
     assert get_world_size() == 2
-    model, input_ids, pixels = _model_and_batch()
+    _check_two_processes(accelerator, "index", None)
+    # Word targets (clipzoo extension): a word shared by images on different ranks, gathered like the embeddings.
+    _check_two_processes(accelerator, "word", torch.tensor([[1, 2], [3, 1], [1, 4], [5, 5]]))
+
+
+def _check_two_processes(accelerator, targets, prompt_ids):
+    model, input_ids, pixels = _model_and_batch(targets)
+    inputs = {} if prompt_ids is None else {"prompt_ids": prompt_ids}
     # eval(): BatchNorm uses running statistics and the grouping is deterministic, so the two runs are comparable.
-    ref_loss = model.loss_from_outputs(model(input_ids=input_ids, pixel_values=pixels))  # no gathering
+    ref_loss = model.loss_from_outputs(model(input_ids=input_ids, pixel_values=pixels), inputs)  # no gathering
     ref_loss.backward()
     ref_grads = {n: p.grad.clone() for n, p in model.named_parameters()}
     ref_loss = ref_loss.detach()
 
-    model, input_ids, pixels = _model_and_batch()
+    model, input_ids, pixels = _model_and_batch(targets)
     ddp = accelerator.prepare(model)
     rows = slice(2 * get_rank(), 2 * get_rank() + 2)
     outputs = ddp(input_ids=input_ids[rows], pixel_values=pixels[rows])
-    loss = model.loss_from_outputs(outputs, gather=gather_features)
+    local = {} if prompt_ids is None else {"prompt_ids": prompt_ids[rows]}
+    loss = model.loss_from_outputs(outputs, local, gather=gather_features)
     accelerator.backward(loss)
     torch.testing.assert_close(loss.detach(), ref_loss, atol=1e-8, rtol=0)
     assert outputs.multi_label_loss is not None

@@ -53,6 +53,33 @@ def test_collator_expands_prompts():
         )
 
 
+def test_collator_prompt_ids_for_word_targets():
+    args = GroupViTModelArguments(**TINY_MODEL, multi_label_targets="word")
+    model, processor = build_model_and_processor(args)
+    assert model.config.multi_label_targets == "word"
+    rows = [
+        {"image": Image.new("RGB", (32, 32)), "caption": "a red circle"},
+        {"image": Image.new("RGB", (32, 32), "white"), "caption": "a blue circle"},
+        {"image": Image.new("RGB", (32, 32), "red"), "caption": "two of them"},
+    ]
+    batch = GroupViTCollator(processor, num_prompts=2, seed=0, prompt_ids=True)(rows)
+    ids = batch["prompt_ids"]
+    assert ids.shape == (3, 2) and ids.dtype == torch.long
+    # "circle" is the only word of the first two captions, so their first prompts share an id; the rest are fills.
+    assert ids[0, 0] == ids[1, 0] and ids[0, 1] != ids[1, 1] and ids[2, 0] == ids[2, 1]
+    model.train()
+    loss = model(**batch).loss
+    assert torch.isfinite(loss)
+    loss.backward()
+    # The same draws as without ids (the default collator's batches are unchanged).
+    plain = GroupViTCollator(processor, num_prompts=2, seed=0)(rows)
+    assert torch.equal(plain["input_ids"], batch["input_ids"]) and "prompt_ids" not in plain
+    with pytest.raises(ValueError, match="prompt_ids=True needs num_prompts"):
+        GroupViTCollator(processor, num_prompts=0, prompt_ids=True)
+    with pytest.raises(ValueError, match="return_prompt_ids=True needs expand_prompts"):
+        processor(text=["a red circle"], return_prompt_ids=True)
+
+
 @pytest.mark.slow
 def test_train_evaluate_segment(tmp_path):
     overrides = {

@@ -61,6 +61,11 @@ class ClipzooGroupViTConfig(GroupViTConfig):
             `"max"` (clipzoo extension) projects each final group on its own and takes the best-matching group, so a
             prompt's word has to be found in one group rather than spread over all of them; the caption loss is
             unchanged.
+        multi_label_targets (`str`, *optional*, defaults to `"index"`): the multi-label loss's targets. `"index"` is
+            the official loss: a prompt is a positive for its own image only, so prompts of other images that name the
+            same word are negatives. `"word"` (clipzoo extension) makes a prompt a positive for every image in the
+            batch with a prompt naming the same word; training then needs `prompt_ids` (the processor's
+            `return_prompt_ids=True`). It matters when the caption vocabulary is small and many images share words.
 
     Examples:
 
@@ -83,6 +88,7 @@ class ClipzooGroupViTConfig(GroupViTConfig):
     group_token_residual: bool = True
     within_group_layers: int = 0
     multi_label_pooling: str = "mean"
+    multi_label_targets: str = "index"
 
     def __post_init__(self, **kwargs):
         # A transformers GroupViT config.json says model_type "groupvit"; loading it here makes it a clipzoo config.
@@ -104,6 +110,8 @@ class ClipzooGroupViTConfig(GroupViTConfig):
             raise ValueError(f"within_group_layers must be an integer >= 0, got {layers!r}.")
         if self.multi_label_pooling not in ("mean", "max"):
             raise ValueError(f"multi_label_pooling must be 'mean' or 'max', got {self.multi_label_pooling!r}.")
+        if self.multi_label_targets not in ("index", "word"):
+            raise ValueError(f"multi_label_targets must be 'index' or 'word', got {self.multi_label_targets!r}.")
         if int(self.multi_label) < 0:
             raise ValueError(f"multi_label (prompts per image) must be >= 0, got {self.multi_label}.")
         vision = self.vision_config

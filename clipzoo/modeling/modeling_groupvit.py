@@ -69,7 +69,9 @@ def groupvit_contrastive_loss(image_embeds, text_embeds, logit_scale, gather=gat
     return 0.5 * (contrastive_loss(logits_per_image) + contrastive_loss(logits_per_image.t()))
 
 
-def groupvit_multi_label_loss(image_embeds, prompt_embeds, logit_scale, gather=gather_features) -> torch.Tensor:
+def groupvit_multi_label_loss(
+    image_embeds, prompt_embeds, logit_scale, gather=gather_features, prompt_ids: torch.Tensor | None = None
+) -> torch.Tensor:
     """The official multi-label contrastive loss (`MultiLabelContrastive.multi_label_loss`), global batch.
 
     Image -> prompts: soft-target cross-entropy over all `batch * K` prompts, target `1/K` on the image's own K
@@ -80,16 +82,28 @@ def groupvit_multi_label_loss(image_embeds, prompt_embeds, logit_scale, gather=g
     official code) the image-prompt similarity is the maximum over the image's groups instead: a prompt has to match
     one group, and the other groups are free to describe something else.
 
+    With `prompt_ids` (the clipzoo extension `multi_label_targets="word"`, not in the official code) the targets follow
+    what the prompts name instead of their index: a prompt is a positive for every image that has a prompt with the
+    same id. Image -> prompts: each of the image's K prompts keeps its `1/K` of the target, spread evenly over the
+    batch's prompts with its id. Prompt -> images: the target is spread evenly over the images that have its id. With
+    ids that are all different this is the official loss.
+
     Args:
         image_embeds (`torch.Tensor` of shape `(batch, dim)` or `(batch, groups, dim)`): L2-normalised image (or
             per-group) embeddings.
         prompt_embeds (`torch.Tensor` of shape `(batch, K, dim)`): L2-normalised prompt-text embeddings.
         logit_scale (`torch.Tensor`): the clamped, exponentiated multi-label scale.
         gather (`Callable`, *optional*): gathers a per-sample tensor over processes (identity on one process).
+        prompt_ids (`torch.LongTensor` of shape `(batch, K)`, *optional*): what each prompt names (equal ids = same
+            label); `None` gives the official index targets.
 
     Returns:
         Scalar `torch.Tensor`: `(L_image->prompts + L_prompts->image) / 2`.
     """
+    if prompt_ids is not None and tuple(prompt_ids.shape) != tuple(prompt_embeds.shape[:2]):
+        raise ValueError(
+            f"prompt_ids must have shape (batch, K) = {tuple(prompt_embeds.shape[:2])}, got {tuple(prompt_ids.shape)}."
+        )
     if prompt_embeds.ndim != 3 or prompt_embeds.shape[0] != image_embeds.shape[0]:
         raise ValueError(
             f"prompt_embeds must have shape (batch, K, dim) with batch = {image_embeds.shape[0]}, got "
@@ -102,10 +116,13 @@ def groupvit_multi_label_loss(image_embeds, prompt_embeds, logit_scale, gather=g
     image_embeds, prompt_embeds = gather(image_embeds), gather(prompt_embeds)
     batch, num_prompts, _ = prompt_embeds.shape
     prompts = prompt_embeds.reshape(batch * num_prompts, -1)
-    eye = torch.eye(batch, dtype=image_embeds.dtype, device=image_embeds.device)
-    # Column j * K + k is prompt k of image j, so the image's own prompts are the j-th block of K columns.
-    image_targets = eye.repeat_interleave(num_prompts, dim=1) / num_prompts
-    text_targets = eye.repeat_interleave(num_prompts, dim=0)
+    if prompt_ids is None:
+        eye = torch.eye(batch, dtype=image_embeds.dtype, device=image_embeds.device)
+        # Column j * K + k is prompt k of image j, so the image's own prompts are the j-th block of K columns.
+        image_targets = eye.repeat_interleave(num_prompts, dim=1) / num_prompts
+        text_targets = eye.repeat_interleave(num_prompts, dim=0)
+    else:
+        image_targets, text_targets = _word_targets(gather(prompt_ids), image_embeds.dtype)
     if image_embeds.ndim == 3:
         logits_per_image = logit_scale * torch.einsum("bgd,td->bgt", image_embeds, prompts).amax(dim=1)
         logits_per_prompt = logits_per_image.t()
@@ -116,6 +133,18 @@ def groupvit_multi_label_loss(image_embeds, prompt_embeds, logit_scale, gather=g
     loss_image = soft_target_cross_entropy(logits_per_image, image_targets)
     loss_text = soft_target_cross_entropy(logits_per_prompt, text_targets)
     return 0.5 * (loss_image + loss_text)
+
+
+def _word_targets(prompt_ids: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """Soft targets of the multi-label loss from prompt ids `(batch, K)`: `(batch, batch*K)` and `(batch*K, batch)`."""
+    batch, num_prompts = prompt_ids.shape
+    flat = prompt_ids.reshape(-1)
+    same = (prompt_ids.unsqueeze(-1) == flat).to(dtype)  # (batch, K, batch*K): own prompt k has the column's id
+    # Each own prompt's 1/K goes evenly to the columns with its id (its own column among them).
+    image_targets = (same / same.sum(dim=-1, keepdim=True)).sum(dim=1) / num_prompts
+    has_word = same.amax(dim=1).t()  # (batch*K, batch): image j has a prompt with the column's id
+    text_targets = has_word / has_word.sum(dim=-1, keepdim=True)
+    return image_targets, text_targets
 
 
 def drop_path(hidden_states: torch.Tensor, drop_prob: float, training: bool) -> torch.Tensor:
@@ -578,6 +607,7 @@ class ClipzooGroupViTModel(ClipzooGroupViTPreTrainedModel):
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
+        prompt_ids: torch.LongTensor | None = None,
         **kwargs,
     ) -> ClipzooGroupViTOutput | tuple:
         r"""
@@ -593,6 +623,8 @@ class ClipzooGroupViTModel(ClipzooGroupViTPreTrainedModel):
             output_attentions (`bool`, *optional*): return the soft grouping attentions in `vision_model_output`.
             output_hidden_states (`bool`, *optional*): return the vision hidden states.
             return_dict (`bool`, *optional*): return a `ClipzooGroupViTOutput` (default) or a tuple.
+            prompt_ids (`torch.LongTensor` of shape `(batch, K)`, *optional*): what each prompt names (the processor's
+                `return_prompt_ids=True`); needed with `return_loss` when `config.multi_label_targets="word"`.
         """
         if input_ids is None or pixel_values is None:
             raise ValueError("ClipzooGroupViTModel.forward needs both input_ids and pixel_values.")
@@ -624,12 +656,18 @@ class ClipzooGroupViTModel(ClipzooGroupViTPreTrainedModel):
             group_embeds=group_embeds,
         )
         if return_loss:
-            self._fill_losses(output, gather=gather_features)
+            self._fill_losses(output, gather=gather_features, prompt_ids=prompt_ids)
         if return_dict is False:
             return output.to_tuple()
         return output
 
-    def _fill_losses(self, output: ClipzooGroupViTOutput, gather) -> None:
+    def _fill_losses(self, output: ClipzooGroupViTOutput, gather, prompt_ids: torch.Tensor | None = None) -> None:
+        word_targets = getattr(self.config, "multi_label_targets", "index") == "word"
+        if word_targets and output.prompt_embeds is not None and prompt_ids is None:
+            raise ValueError(
+                "config.multi_label_targets='word' needs prompt_ids (batch, K) with the loss: build the batch with "
+                "the processor's return_prompt_ids=True (GroupViTCollator(..., prompt_ids=True))."
+            )
         output.contrastive_loss = groupvit_contrastive_loss(
             output.image_embeds, output.text_embeds, self.clamped_logit_scale(), gather=gather
         )
@@ -637,8 +675,9 @@ class ClipzooGroupViTModel(ClipzooGroupViTPreTrainedModel):
         if output.prompt_embeds is not None and self.config.multi_label > 0:
             pooled = output.image_embeds if output.group_embeds is None else output.group_embeds
             output.multi_label_loss = groupvit_multi_label_loss(
-                pooled, output.prompt_embeds, self.clamped_logit_scale(multi_label=True), gather=gather
-            )
+                pooled, output.prompt_embeds, self.clamped_logit_scale(multi_label=True), gather=gather,
+                prompt_ids=prompt_ids if word_targets else None,
+            )  # fmt: skip
             output.loss = output.loss + self.config.multi_label_loss_weight * output.multi_label_loss
 
     def loss_from_outputs(
@@ -649,5 +688,6 @@ class ClipzooGroupViTModel(ClipzooGroupViTPreTrainedModel):
         `ClipzooTrainer` calls this under several processes with `clipzoo.modeling.losses.gather_features`: every rank
         computes the same global-batch loss (see `clipzoo/modeling/losses.py` for why the gradients are then exact).
         """
-        self._fill_losses(outputs, gather=gather or _identity)
+        prompt_ids = None if inputs is None else inputs.get("prompt_ids")
+        self._fill_losses(outputs, gather=gather or _identity, prompt_ids=prompt_ids)
         return outputs.loss

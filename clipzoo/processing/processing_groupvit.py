@@ -20,7 +20,7 @@ from transformers.processing_utils import ProcessorMixin
 from transformers.utils import logging
 
 from clipzoo.processing.segmentation_groupvit import SegmentationSettings, segment_images
-from clipzoo.processing.text_groupvit import FULL_IMAGENET_TEMPLATES, build_prompt_texts
+from clipzoo.processing.text_groupvit import FULL_IMAGENET_TEMPLATES, build_prompt_texts, prompt_key
 
 
 logger = logging.get_logger(__name__)
@@ -92,13 +92,17 @@ class ClipzooGroupViTProcessor(ProcessorMixin):
         templates: Sequence[str] = FULL_IMAGENET_TEMPLATES,
         rng: np.random.Generator | None = None,
         no_word_policy: str = "fill",
-    ) -> list[list[str]]:
-        """`[caption, p_1, ..., p_K]` for each caption (see `clipzoo.processing.text_groupvit.build_prompt_texts`)."""
+        return_words: bool = False,
+    ) -> list[list[str]] | tuple[list[list[str]], list[list[str]]]:
+        """`[caption, p_1, ..., p_K]` for each caption (see `clipzoo.processing.text_groupvit.build_prompt_texts`);
+        with `return_words=True` also what each prompt names."""
         rng = rng if rng is not None else np.random.default_rng()
-        return [
-            build_prompt_texts(caption, num_prompts, word_extractor, templates, rng, no_word_policy)
+        built = [
+            build_prompt_texts(caption, num_prompts, word_extractor, templates, rng, no_word_policy, return_words=True)
             for caption in captions
         ]
+        texts = [texts for texts, _ in built]
+        return (texts, [words for _, words in built]) if return_words else texts
 
     def __call__(
         self,
@@ -109,12 +113,14 @@ class ClipzooGroupViTProcessor(ProcessorMixin):
         word_extractor: Callable[[str], list[str]] | None = None,
         rng: np.random.Generator | None = None,
         no_word_policy: str = "fill",
+        return_prompt_ids: bool = False,
         **kwargs,
     ) -> BatchFeature:
         """Processes images and/or texts. With `expand_prompts=True` each caption becomes `1 + num_prompts` texts and
-        `input_ids` / `attention_mask` get shape `(batch, 1 + num_prompts, seq)` (training with the multi-label loss).
-        Other keyword arguments go to the tokenizer (`padding`, `max_length`, `truncation`, `return_tensors`) and the
-        image processor."""
+        `input_ids` / `attention_mask` get shape `(batch, 1 + num_prompts, seq)` (training with the multi-label loss);
+        `return_prompt_ids=True` adds `prompt_ids`, `(batch, num_prompts)` ids of the word each prompt names
+        (`clipzoo.processing.text_groupvit.prompt_key`), for `multi_label_targets="word"`. Other keyword arguments go
+        to the tokenizer (`padding`, `max_length`, `truncation`, `return_tensors`) and the image processor."""
         if images is None and text is None:
             raise ValueError("Pass images=, text= or both.")
         return_tensors = kwargs.pop("return_tensors", "pt")
@@ -122,9 +128,15 @@ class ClipzooGroupViTProcessor(ProcessorMixin):
         data = {}
         if text is not None:
             captions = [text] if isinstance(text, str) else list(text)
+            if return_prompt_ids and not expand_prompts:
+                raise ValueError("return_prompt_ids=True needs expand_prompts=True (the ids name the prompts' words).")
             if expand_prompts:
-                groups = self.expand_prompts(captions, num_prompts, word_extractor, rng=rng,
-                                             no_word_policy=no_word_policy)  # fmt: skip
+                groups, words = self.expand_prompts(captions, num_prompts, word_extractor, rng=rng,
+                                                    no_word_policy=no_word_policy, return_words=True)  # fmt: skip
+                if return_prompt_ids:
+                    data["prompt_ids"] = torch.tensor(
+                        [[prompt_key(w) for w in row] for row in words], dtype=torch.long
+                    )
                 flat = [t for group in groups for t in group]
                 text_kwargs.setdefault("padding", True)
                 tokens = self.tokenizer(flat, return_tensors="pt", **text_kwargs)

@@ -19,6 +19,7 @@ such callable can be passed.
 from __future__ import annotations
 
 import re
+import zlib
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -30,6 +31,7 @@ __all__ = [
     "SIMPLE_TEMPLATES",
     "SUBSET_IMAGENET_TEMPLATES",
     "build_prompt_texts",
+    "prompt_key",
 ]
 
 # The 80 prompt templates of CLIP's ImageNet zero-shot evaluation (OpenAI, MIT licence), in the official order.
@@ -134,7 +136,8 @@ def build_prompt_texts(
     templates: Sequence[str] = FULL_IMAGENET_TEMPLATES,
     rng: np.random.Generator | None = None,
     no_word_policy: str = "fill",
-) -> list[str]:
+    return_words: bool = False,
+) -> list[str] | tuple[list[str], list[str]]:
     """Returns `[caption, p_1, ..., p_K]` as the official `WordAugTokenizeWrapper.__call__` builds them.
 
     Args:
@@ -145,9 +148,11 @@ def build_prompt_texts(
         rng (`np.random.Generator`, *optional*): the random source (the official code uses numpy's global one).
         no_word_policy (`str`, *optional*, defaults to `"fill"`): when the extractor finds no word, `"fill"` uses the
             caption for every prompt (the official behaviour), `"error"` raises a `ValueError`.
+        return_words (`bool`, *optional*, defaults to `False`): also return what each prompt names: its word, or the
+            caption for a prompt filled with the caption. The random draws are the same either way.
 
     Returns:
-        `list[str]` of length `1 + num_prompts`.
+        `list[str]` of length `1 + num_prompts`; with `return_words=True`, a tuple of it and the `num_prompts` words.
     """
     if not isinstance(caption, str) or not caption.strip():
         raise ValueError(f"Caption must be a non-empty string, got {caption!r}.")
@@ -162,13 +167,23 @@ def build_prompt_texts(
             f"Caption {caption!r} has no nouns or verbs for the multi-label prompts; fix the caption, pass a "
             "different word_extractor, or use no_word_policy='fill' (the official behaviour: prompts = caption)."
         )
-    prompts = []
+    prompts, named = [], []
     if words:
         # Positions, not words, are sampled without replacement, so a repeated word can be picked twice (official).
         chosen = rng.choice(len(words), size=min(num_prompts, len(words)), replace=False)
-        prompts = [templates[int(rng.integers(len(templates)))].format(words[int(i)]) for i in chosen]
+        named = [words[int(i)] for i in chosen]
+        prompts = [templates[int(rng.integers(len(templates)))].format(word) for word in named]
     prompts += [caption] * (num_prompts - len(prompts))
-    return [caption, *prompts]
+    named += [caption] * (num_prompts - len(named))
+    return ([caption, *prompts], named) if return_words else [caption, *prompts]
+
+
+def prompt_key(word: str) -> int:
+    """A stable integer id for what a prompt names (CRC-32 of the UTF-8 text), equal on every process and run.
+
+    `ClipzooGroupViTModel` with `multi_label_targets="word"` treats prompts with equal ids as the same label.
+    """
+    return zlib.crc32(word.encode("utf-8"))
 
 
 _DEFAULT_EXTRACTOR = LexiconWordExtractor()

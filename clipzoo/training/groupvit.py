@@ -105,6 +105,8 @@ class GroupViTModelArguments:
     multi_label_pooling: str = "mean"
     # clipzoo extension: Transformer layers inside the grouping block, attention restricted to each group's tokens.
     within_group_layers: int = 0
+    # clipzoo extension: "word" makes prompts naming the same word positives for each other's images.
+    multi_label_targets: str = "index"
     vocab_size: int = 512
     max_text_length: int = 24
 
@@ -173,6 +175,7 @@ def build_model_and_processor(args: GroupViTModelArguments) -> tuple[ClipzooGrou
         drop_path_rate=args.drop_path_rate, multi_label=args.multi_label,
         local_attention_radius=args.local_attention_radius, group_token_residual=args.group_token_residual,
         multi_label_pooling=args.multi_label_pooling, within_group_layers=args.within_group_layers,
+        multi_label_targets=args.multi_label_targets,
     )  # fmt: skip
     side = {"shortest_edge": args.image_size}
     crop = {"height": args.image_size, "width": args.image_size}
@@ -193,6 +196,8 @@ class GroupViTCollator:
             the processor's deterministic resize + normalise.
         word_extractor (`Callable[[str], list[str]]`, *optional*): the prompt-word extractor; defaults to
             [`~clipzoo.processing.text_groupvit.LexiconWordExtractor`].
+        prompt_ids (`bool`, *optional*, defaults to `False`): add `prompt_ids`, the ids of the words the prompts name
+            (for `multi_label_targets="word"`).
     """
 
     def __init__(
@@ -203,8 +208,12 @@ class GroupViTCollator:
         no_word_policy: str = "fill",
         image_transform=None,
         word_extractor: Callable[[str], list[str]] | None = None,
+        prompt_ids: bool = False,
     ):
+        if prompt_ids and num_prompts < 1:
+            raise ValueError("prompt_ids=True needs num_prompts >= 1 (the ids name the multi-label prompts).")
         self.processor, self.num_prompts, self.no_word_policy = processor, num_prompts, no_word_policy
+        self.prompt_ids = prompt_ids
         self.image_transform, self.word_extractor = image_transform, word_extractor
         self.rng = np.random.default_rng(seed)
         self.max_length = processor.tokenizer.model_max_length
@@ -218,7 +227,7 @@ class GroupViTCollator:
         batch = self.processor(
             images=images if self.image_transform is None else None, text=captions, expand_prompts=self.num_prompts > 0,
             num_prompts=self.num_prompts, word_extractor=self.word_extractor, rng=self.rng,
-            no_word_policy=self.no_word_policy, padding="max_length",
+            no_word_policy=self.no_word_policy, return_prompt_ids=self.prompt_ids, padding="max_length",
             truncation=True, max_length=self.max_length,
         )  # fmt: skip
         if self.image_transform is not None:
@@ -264,6 +273,7 @@ def train(recipe: str | Path, output_dir: str | Path, overrides: dict[str, dict[
         data_args.no_word_policy,
         image_transform=transform,
         word_extractor=LexiconWordExtractor(extra_stopwords=data_args.prompt_stopwords),
+        prompt_ids=model_args.multi_label_targets == "word" and model_args.multi_label > 0,
     )
     trainer = ClipzooTrainer(
         model=model, args=training_args, train_dataset=dataset.select_columns(["image", "caption"]),
