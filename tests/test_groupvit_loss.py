@@ -136,6 +136,7 @@ def test_model_multi_label_pooling_max_scores_projected_groups():
     assert default(input_ids=ids, pixel_values=pixels, return_loss=True).group_embeds is None
     with pytest.raises(ValueError, match="multi_label_pooling"):
         ClipzooGroupViTConfig(multi_label_pooling="sum")
+    assert ClipzooGroupViTConfig(multi_label_pooling="group").multi_label_pooling == "group"
 
 
 def _slow_multi_label_word_targets(image, prompts, ids, scale):
@@ -195,6 +196,65 @@ def test_multi_label_loss_word_targets_match_slow_reference():
                                ref_groups())  # fmt: skip
     with pytest.raises(ValueError, match="prompt_ids must have shape"):
         groupvit_multi_label_loss(image, prompts, scale, prompt_ids=torch.tensor(ids)[:, :2])
+
+
+def _slow_prompts_to_groups(groups, prompts, ids, scale):
+    """`multi_label_pooling="group"` written out with loops: the image -> prompts term of the group-max loss, and
+    for each prompt a softmax over every group of the batch with the target on the best group of each image that
+    has the prompt's id (evenly shared)."""
+    batch, num_groups, _ = groups.shape
+    k = prompts.shape[1]
+    flat = [(j, q) for j in range(batch) for q in range(k)]
+    loss_image = 0.0
+    for i in range(batch):
+        logits = torch.stack([scale * max(groups[i, g] @ prompts[j, q] for g in range(num_groups)) for j, q in flat])
+        log_p = logits - torch.logsumexp(logits, dim=0)
+        for q in range(k):
+            matches = [c for c, (j, r) in enumerate(flat) if ids[j][r] == ids[i][q]]
+            loss_image += -sum(log_p[c] for c in matches) / (len(matches) * k)
+    loss_text = 0.0
+    for j, q in flat:
+        cells = [(i, g) for i in range(batch) for g in range(num_groups)]
+        logits = torch.stack([scale * groups[i, g] @ prompts[j, q] for i, g in cells])
+        log_p = logits - torch.logsumexp(logits, dim=0)
+        having = [i for i in range(batch) if ids[j][q] in ids[i]]
+        best = [max(range(num_groups), key=lambda g, i=i: float(groups[i, g] @ prompts[j, q])) for i in having]
+        loss_text += -sum(log_p[cells.index((i, g))] for i, g in zip(having, best)) / len(having)
+    return 0.5 * (loss_image / batch + loss_text / (batch * k))
+
+
+def test_multi_label_loss_prompts_to_groups_matches_slow_reference():
+    groups, prompts = _normed(4, 3, 8, seed=31), _normed(4, 2, 8, seed=32)
+    scale = torch.tensor(4.0, dtype=torch.float64)
+    for ids in ([[1, 2], [3, 4], [5, 6], [7, 8]], [[1, 2], [1, 3], [4, 4], [2, 5]]):
+        loss = groupvit_multi_label_loss(groups, prompts, scale, prompt_ids=torch.tensor(ids), prompts_to_groups=True)
+        torch.testing.assert_close(loss, _slow_prompts_to_groups(groups, prompts, ids, scale))
+    # Index targets are the all-different ids.
+    torch.testing.assert_close(
+        groupvit_multi_label_loss(groups, prompts, scale, prompts_to_groups=True),
+        _slow_prompts_to_groups(groups, prompts, [[1, 2], [3, 4], [5, 6], [7, 8]], scale),
+    )
+    # One group per image: the group-max loss (own image's other groups do not exist).
+    torch.testing.assert_close(groupvit_multi_label_loss(groups[:, :1], prompts, scale, prompts_to_groups=True),
+                               groupvit_multi_label_loss(groups[:, :1], prompts, scale))  # fmt: skip
+    assert not torch.isclose(
+        groupvit_multi_label_loss(groups, prompts, scale, prompts_to_groups=True),
+        groupvit_multi_label_loss(groups, prompts, scale),
+    )
+    with pytest.raises(ValueError, match="per-group"):
+        groupvit_multi_label_loss(groups[:, 0], prompts, scale, prompts_to_groups=True)
+    config = ClipzooGroupViTConfig(
+        **{**get_variant("groupvit").tiny_config().to_dict(), "multi_label_pooling": "group"}
+    )
+    torch.manual_seed(0)
+    model = ClipzooGroupViTModel(config).eval()
+    ids = torch.randint(3, config.text_config.vocab_size, (3, 1 + config.multi_label, 8),
+                        generator=torch.Generator().manual_seed(0))  # fmt: skip
+    pixels = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    out = model(input_ids=ids, pixel_values=pixels, return_loss=True)
+    expected = groupvit_multi_label_loss(out.group_embeds, out.prompt_embeds, model.clamped_logit_scale(True),
+                                         prompts_to_groups=True)  # fmt: skip
+    torch.testing.assert_close(out.multi_label_loss, expected)
 
 
 def test_model_word_targets_need_prompt_ids():

@@ -60,7 +60,10 @@ class ClipzooGroupViTConfig(GroupViTConfig):
             against a prompt. `"mean"` is the official loss: the image embedding (mean of the final groups, projected).
             `"max"` (clipzoo extension) projects each final group on its own and takes the best-matching group, so a
             prompt's word has to be found in one group rather than spread over all of them; the caption loss is
-            unchanged.
+            unchanged. `"group"` (clipzoo extension) scores images as `"max"` does, and in the prompt -> image
+            direction ranks a prompt against every group of the batch instead of every image: its target is the
+            best-matching group of its image, so the image's other groups are negatives too and only one group per
+            image is pulled towards the word.
         multi_label_targets (`str`, *optional*, defaults to `"index"`): the multi-label loss's targets. `"index"` is
             the official loss: a prompt is a positive for its own image only, so prompts of other images that name the
             same word are negatives. `"word"` (clipzoo extension) makes a prompt a positive for every image in the
@@ -108,8 +111,10 @@ class ClipzooGroupViTConfig(GroupViTConfig):
         layers = self.within_group_layers
         if isinstance(layers, bool) or not isinstance(layers, int) or layers < 0:
             raise ValueError(f"within_group_layers must be an integer >= 0, got {layers!r}.")
-        if self.multi_label_pooling not in ("mean", "max"):
-            raise ValueError(f"multi_label_pooling must be 'mean' or 'max', got {self.multi_label_pooling!r}.")
+        if self.multi_label_pooling not in ("mean", "max", "group"):
+            raise ValueError(
+                f"multi_label_pooling must be 'mean', 'max' or 'group', got {self.multi_label_pooling!r}."
+            )
         if self.multi_label_targets not in ("index", "word"):
             raise ValueError(f"multi_label_targets must be 'index' or 'word', got {self.multi_label_targets!r}.")
         if int(self.multi_label) < 0:

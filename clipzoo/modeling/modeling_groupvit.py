@@ -70,7 +70,12 @@ def groupvit_contrastive_loss(image_embeds, text_embeds, logit_scale, gather=gat
 
 
 def groupvit_multi_label_loss(
-    image_embeds, prompt_embeds, logit_scale, gather=gather_features, prompt_ids: torch.Tensor | None = None
+    image_embeds,
+    prompt_embeds,
+    logit_scale,
+    gather=gather_features,
+    prompt_ids: torch.Tensor | None = None,
+    prompts_to_groups: bool = False,
 ) -> torch.Tensor:
     """The official multi-label contrastive loss (`MultiLabelContrastive.multi_label_loss`), global batch.
 
@@ -88,6 +93,10 @@ def groupvit_multi_label_loss(
     batch's prompts with its id. Prompt -> images: the target is spread evenly over the images that have its id. With
     ids that are all different this is the official loss.
 
+    With `prompts_to_groups=True` (the clipzoo extension `multi_label_pooling="group"`; needs per-group embeddings)
+    the prompt -> image term becomes prompt -> group: a cross-entropy over all `batch * groups` groups, whose target is
+    the best-matching group (arg-max, no gradient through the choice) of each image the prompt is a positive for.
+
     Args:
         image_embeds (`torch.Tensor` of shape `(batch, dim)` or `(batch, groups, dim)`): L2-normalised image (or
             per-group) embeddings.
@@ -96,6 +105,7 @@ def groupvit_multi_label_loss(
         gather (`Callable`, *optional*): gathers a per-sample tensor over processes (identity on one process).
         prompt_ids (`torch.LongTensor` of shape `(batch, K)`, *optional*): what each prompt names (equal ids = same
             label); `None` gives the official index targets.
+        prompts_to_groups (`bool`, *optional*, defaults to `False`): rank each prompt against all groups.
 
     Returns:
         Scalar `torch.Tensor`: `(L_image->prompts + L_prompts->image) / 2`.
@@ -113,6 +123,8 @@ def groupvit_multi_label_loss(
         raise ValueError(
             f"image_embeds must be (batch, dim) or (batch, groups, dim), got {tuple(image_embeds.shape)}."
         )
+    if prompts_to_groups and image_embeds.ndim != 3:
+        raise ValueError("prompts_to_groups=True needs per-group image_embeds of shape (batch, groups, dim).")
     image_embeds, prompt_embeds = gather(image_embeds), gather(prompt_embeds)
     batch, num_prompts, _ = prompt_embeds.shape
     prompts = prompt_embeds.reshape(batch * num_prompts, -1)
@@ -123,6 +135,14 @@ def groupvit_multi_label_loss(
         text_targets = eye.repeat_interleave(num_prompts, dim=0)
     else:
         image_targets, text_targets = _word_targets(gather(prompt_ids), image_embeds.dtype)
+    if prompts_to_groups:
+        sims = torch.einsum("bgd,td->tbg", image_embeds, prompts)  # (prompts, images, groups)
+        logits_per_image = logit_scale * sims.amax(dim=-1).t()
+        best = torch.nn.functional.one_hot(sims.argmax(dim=-1), sims.shape[-1]).to(sims.dtype)
+        group_targets = (text_targets.unsqueeze(-1) * best).flatten(1)  # the positive images' best groups
+        loss_image = soft_target_cross_entropy(logits_per_image, image_targets)
+        loss_text = soft_target_cross_entropy(logit_scale * sims.flatten(1), group_targets)
+        return 0.5 * (loss_image + loss_text)
     if image_embeds.ndim == 3:
         logits_per_image = logit_scale * torch.einsum("bgd,td->bgt", image_embeds, prompts).amax(dim=1)
         logits_per_prompt = logits_per_image.t()
@@ -387,7 +407,7 @@ class ClipzooGroupViTOutput(ModelOutput):
         image_embeds (`torch.Tensor` of shape `(image_batch, projection_dim)`): normalised image embeddings.
         prompt_embeds (`torch.Tensor` of shape `(batch, K, projection_dim)`, *optional*): normalised prompt embeddings.
         group_embeds (`torch.Tensor` of shape `(batch, groups, projection_dim)`, *optional*): normalised embeddings of
-            the final groups, each projected on its own; computed only when `config.multi_label_pooling="max"` and
+            the final groups, each projected on its own; computed only when `config.multi_label_pooling` is "max" or "group" and
             prompts are given.
         text_model_output (`BaseModelOutputWithPooling`): the text tower's output.
         vision_model_output (`BaseModelOutputWithPooling`): the vision tower's output (`attentions` holds the soft
@@ -640,7 +660,7 @@ class ClipzooGroupViTModel(ClipzooGroupViTPreTrainedModel):
         image_embeds = image_embeds / image_embeds.norm(dim=-1, keepdim=True)
         text_embeds, prompt_embeds, text_outputs = self._encode_text(input_ids, attention_mask, position_ids)
         group_embeds = None
-        if prompt_embeds is not None and getattr(self.config, "multi_label_pooling", "mean") == "max":
+        if prompt_embeds is not None and getattr(self.config, "multi_label_pooling", "mean") in ("max", "group"):
             group_embeds = self._project_groups(vision_outputs.last_hidden_state)
             group_embeds = group_embeds / group_embeds.norm(dim=-1, keepdim=True)
 
@@ -677,6 +697,7 @@ class ClipzooGroupViTModel(ClipzooGroupViTPreTrainedModel):
             output.multi_label_loss = groupvit_multi_label_loss(
                 pooled, output.prompt_embeds, self.clamped_logit_scale(multi_label=True), gather=gather,
                 prompt_ids=prompt_ids if word_targets else None,
+                prompts_to_groups=self.config.multi_label_pooling == "group",
             )  # fmt: skip
             output.loss = output.loss + self.config.multi_label_loss_weight * output.multi_label_loss
 
