@@ -238,6 +238,50 @@ def test_local_attention_keeps_first_stage_patches_local():
     assert group_tokens.all()  # group tokens still see every patch
 
 
+def _deep_first_stage(**kwargs) -> ClipzooGroupViTConfig:
+    """The tiny config with 3 layers in the first stage and a 64-px input (an 8 x 8 patch grid)."""
+    vision = {**_tiny_config().vision_config.to_dict(), "depths": [3, 1, 1], "image_size": 64}
+    return _tiny_config(vision_config=vision, **kwargs)
+
+
+def _first_stage_reach(radius):
+    """Which first-stage patch outputs change when only the top-left patch's pixels change."""
+    torch.manual_seed(0)
+    model = ClipzooGroupViTModel(_deep_first_stage(local_attention_radius=radius)).eval()
+    stage = model.vision_model.encoder.stages[0]
+    captured = []
+    hook = stage.layers[-1].register_forward_hook(lambda module, args, out: captured.append(out))
+    size = model.config.vision_config.image_size
+    pixels = torch.randn(1, 3, size, size)
+    shifted = pixels.clone()
+    shifted[:, :, :2, :2] += 3.0
+    with torch.no_grad():
+        model.vision_model(pixels)
+        model.vision_model(shifted)
+    hook.remove()
+    cols = size // model.config.vision_config.patch_size
+    # Masked positions get exactly zero attention, so outside the reach the outputs are bit-identical.
+    return (captured[0] - captured[1]).abs().amax(-1)[0, : cols * cols].reshape(cols, cols) > 0
+
+
+def test_local_attention_radius_per_layer():
+    depth = 3
+    rows, cols = torch.meshgrid(torch.arange(8), torch.arange(8), indexing="ij")
+    chebyshev = torch.maximum(rows, cols)
+    # One radius per layer: the receptive field grows by that layer's radius only.
+    for radii in ([1, 0, 0], [0, 0, 0], [1, 1, 1], [0, 2, 0]):
+        reach = _first_stage_reach(radii)
+        size = reach.shape[0]
+        assert torch.equal(reach, chebyshev[:size, :size] <= sum(radii)), radii
+    # A list of equal radii is the integer radius.
+    assert torch.equal(_first_stage_reach([1] * depth), _first_stage_reach(1))
+    with pytest.raises(ValueError, match="one radius per first-stage layer"):
+        _deep_first_stage(local_attention_radius=[1, 0])
+    for bad in ([1, -1, 0], [1, 0.5, 0], []):
+        with pytest.raises(ValueError, match="local_attention_radius"):
+            _deep_first_stage(local_attention_radius=bad)
+
+
 def test_local_attention_radius_round_trip_and_bad_values(tmp_path):
     model = ClipzooGroupViTModel(_tiny_config(local_attention_radius=2))
     model.save_pretrained(tmp_path)
@@ -245,6 +289,9 @@ def test_local_attention_radius_round_trip_and_bad_values(tmp_path):
     assert reloaded.config.local_attention_radius == 2
     assert reloaded.vision_model.local_attention_radius == 2
     assert ClipzooGroupViTModel(_tiny_config()).vision_model.local_attention_radius is None
+    per_layer = ClipzooGroupViTModel(_deep_first_stage(local_attention_radius=[1, 0, 0]))
+    per_layer.save_pretrained(tmp_path / "per_layer")
+    assert ClipzooGroupViTModel.from_pretrained(tmp_path / "per_layer").config.local_attention_radius == [1, 0, 0]
     for bad in (-1, 1.5, True):
         with pytest.raises(ValueError, match="local_attention_radius"):
             _tiny_config(local_attention_radius=bad)

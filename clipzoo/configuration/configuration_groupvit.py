@@ -41,12 +41,13 @@ class ClipzooGroupViTConfig(GroupViTConfig):
         multi_label_loss_weight (`float`, *optional*, defaults to 1.0): weight of the multi-label loss in the total.
         share_temperature (`bool`, *optional*, defaults to `False`): use `logit_scale` for the multi-label loss
             instead of a separate `multi_label_logit_scale`.
-        local_attention_radius (`int`, *optional*): clipzoo extension, not in the paper or the official code (`None`,
-            the default, is the official model). When set, in the first stage's Transformer blocks each patch token
-            attends only to the patches within this many patches (Chebyshev distance on the patch grid) and not to the
-            group tokens; the group tokens still attend to everything. The radius is given at `image_size` and scales
-            with the patch grid at other input sizes. It keeps patch features local, so that a group's embedding
-            describes its own pixels (see the model card).
+        local_attention_radius (`int` or `list[int]`, *optional*): clipzoo extension, not in the paper or the
+            official code (`None`, the default, is the official model). When set, in the first stage's Transformer
+            blocks each patch token attends only to the patches within this many patches (Chebyshev distance on the
+            patch grid) and not to the group tokens; the group tokens still attend to everything. A list gives one
+            radius per first-stage layer (e.g. `[1, 0, 0, 0]`: a 3 x 3 patch neighbourhood in the first layer, none
+            after). The radius is given at `image_size` and scales with the patch grid at other input sizes. It keeps
+            patch features local, so that a group's embedding describes its own pixels (see the model card).
         group_token_residual (`bool`, *optional*, defaults to `True`): `True` is the official grouping block, whose
             output for a group is its assigned tokens' pooled features plus the group token itself (which has attended
             to the whole image). `False` (clipzoo extension) drops the group-token term, so a group's output depends on
@@ -87,7 +88,7 @@ class ClipzooGroupViTConfig(GroupViTConfig):
     multi_label: int = 3
     multi_label_loss_weight: float = 1.0
     share_temperature: bool = False
-    local_attention_radius: int | None = None
+    local_attention_radius: int | list[int] | None = None
     group_token_residual: bool = True
     within_group_layers: int = 0
     multi_label_pooling: str = "mean"
@@ -106,8 +107,15 @@ class ClipzooGroupViTConfig(GroupViTConfig):
         if float(self.logit_scale_max) <= 0:
             raise ValueError(f"logit_scale_max must be positive, got {self.logit_scale_max}.")
         radius = self.local_attention_radius
-        if radius is not None and (isinstance(radius, bool) or not isinstance(radius, int) or radius < 0):
-            raise ValueError(f"local_attention_radius must be None or an integer >= 0, got {radius!r}.")
+        if isinstance(radius, tuple):
+            radius = self.local_attention_radius = list(radius)
+        radii = radius if isinstance(radius, list) else [radius]
+        if radius is not None and (
+            not radii or any(isinstance(r, bool) or not isinstance(r, int) or r < 0 for r in radii)
+        ):
+            raise ValueError(
+                f"local_attention_radius must be None, an integer >= 0 or a non-empty list of them, got {radius!r}."
+            )
         layers = self.within_group_layers
         if isinstance(layers, bool) or not isinstance(layers, int) or layers < 0:
             raise ValueError(f"within_group_layers must be an integer >= 0, got {layers!r}.")
@@ -133,4 +141,9 @@ class ClipzooGroupViTConfig(GroupViTConfig):
             raise ValueError(
                 f"vision_config.hidden_size ({vision.hidden_size}) must be divisible by num_attention_heads "
                 f"({vision.num_attention_heads})."
+            )
+        if isinstance(self.local_attention_radius, list) and len(self.local_attention_radius) != depths[0]:
+            raise ValueError(
+                f"local_attention_radius {self.local_attention_radius} needs one radius per first-stage layer "
+                f"(depths[0] = {depths[0]})."
             )

@@ -270,7 +270,8 @@ class ClipzooGroupViTVisionTransformer(nn.Module):
     Args:
         config (`GroupViTVisionConfig`): the vision config.
         drop_path_rate (`float`): the last block's drop-path probability (linear from 0 over all stages' blocks).
-        local_attention_radius (`int`, *optional*): see [`ClipzooGroupViTConfig`]; `None` is the official model.
+        local_attention_radius (`int` or `list[int]`, *optional*): see [`ClipzooGroupViTConfig`]; `None` is the
+            official model.
         group_token_residual (`bool`, *optional*, defaults to `True`): see [`ClipzooGroupViTConfig`].
         within_group_layers (`int`, *optional*, defaults to 0): see [`ClipzooGroupViTConfig`].
     """
@@ -279,7 +280,7 @@ class ClipzooGroupViTVisionTransformer(nn.Module):
         self,
         config: GroupViTVisionConfig,
         drop_path_rate: float = 0.0,
-        local_attention_radius: int | None = None,
+        local_attention_radius: int | list[int] | None = None,
         group_token_residual: bool = True,
         within_group_layers: int = 0,
     ):
@@ -333,25 +334,42 @@ class ClipzooGroupViTVisionTransformer(nn.Module):
         if self.local_attention_radius is None:
             return self._forward(pixel_values, output_hidden_states, output_attentions)
         layers = self.encoder.stages[0].layers
-        mask = self.local_attention_mask(pixel_values.shape[2], pixel_values.shape[3], pixel_values.dtype)
-        for layer in layers:
-            layer.local_attention_mask = mask.to(pixel_values.device)
+        radii = self.local_attention_radius
+        radii = [radii] * len(layers) if isinstance(radii, int) else list(radii)
+        if len(radii) != len(layers):
+            raise ValueError(
+                f"local_attention_radius has {len(radii)} entries but the first stage has {len(layers)} layers."
+            )
+        masks = {}
+        for layer, radius in zip(layers, radii):
+            if radius not in masks:
+                masks[radius] = self.local_attention_mask(
+                    pixel_values.shape[2], pixel_values.shape[3], pixel_values.dtype, radius=radius
+                ).to(pixel_values.device)
+            layer.local_attention_mask = masks[radius]
         try:
             return self._forward(pixel_values, output_hidden_states, output_attentions)
         finally:
             for layer in layers:
                 layer.local_attention_mask = None
 
-    def local_attention_mask(self, height: int, width: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    def local_attention_mask(
+        self, height: int, width: int, dtype: torch.dtype = torch.float32, radius: int | None = None
+    ) -> torch.Tensor:
         """Additive mask `(1, 1, T, T)` of the first stage (patch tokens, then its group tokens) for one input size.
 
-        A patch attends to the patches within `radius` (Chebyshev distance on the patch grid; the configured radius
-        scaled by `grid / (image_size / patch_size)`, rounded) and to no group token; a group token attends to all.
+        A patch attends to the patches within `radius` (Chebyshev distance on the patch grid; the radius, by default
+        the configured one, scaled by `grid / (image_size / patch_size)`, rounded) and to no group token; a group
+        token attends to all.
         """
+        if radius is None:
+            radius = self.local_attention_radius
+            if not isinstance(radius, int):
+                raise ValueError("local_attention_radius is per layer here; pass radius= explicitly.")
         patch = self.embeddings.patch_embeddings.patch_size
         rows, cols = height // patch[0], width // patch[1]
         native = self.config.image_size // patch[0]
-        radius = int(round(self.local_attention_radius * min(rows, cols) / native))
+        radius = int(round(radius * min(rows, cols) / native))
         y, x = torch.meshgrid(torch.arange(rows), torch.arange(cols), indexing="ij")
         y, x = y.flatten(), x.flatten()
         near = torch.maximum((y[:, None] - y[None]).abs(), (x[:, None] - x[None]).abs()) <= radius
