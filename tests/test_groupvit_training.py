@@ -41,6 +41,14 @@ def test_collator_expands_prompts():
     ext_model, _ = build_model_and_processor(extended)
     config = ext_model.config
     assert (config.multi_label_pooling, config.within_group_layers, config.local_attention_radius) == ("max", 1, 0)
+    # A per-layer radius passes through the recipe parser too (TINY_MODEL has one first-stage layer).
+    from clipzoo.training.recipes import _parse_section
+
+    parsed = _parse_section("t", "model", {**TINY_MODEL, "local_attention_radius": [1]}, GroupViTModelArguments)
+    assert build_model_and_processor(parsed)[0].config.local_attention_radius == [1]
+    assert (
+        _parse_section("t", "model", {"local_attention_radius": 2}, GroupViTModelArguments).local_attention_radius == 2
+    )
     out = ext_model(**batch)
     assert out.group_embeds is not None and torch.isfinite(out.loss)
     plain = GroupViTCollator(processor, num_prompts=0)(rows)

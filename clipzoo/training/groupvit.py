@@ -98,7 +98,9 @@ class GroupViTModelArguments:
     drop_path_rate: float = 0.1
     multi_label: int = 3
     # clipzoo extension (not in the official model): first-stage patches attend only to patches this close.
-    local_attention_radius: int | list[int] | None = None
+    # An integer, or a list with one radius per first-stage layer (the recipe parser allows one type per field, so the
+    # annotation says list; an integer is passed through as is).
+    local_attention_radius: list[int] | None = None
     # clipzoo extension: False drops the group-token term from the grouping block's output.
     group_token_residual: bool = True
     # clipzoo extension: "max" scores each prompt against the best-matching final group in the multi-label loss.
