@@ -139,25 +139,31 @@ def test_model_multi_label_pooling_max_scores_projected_groups():
     assert ClipzooGroupViTConfig(multi_label_pooling="group").multi_label_pooling == "group"
 
 
-def _slow_multi_label_word_targets(image, prompts, ids, scale):
-    """Word targets written out with loops. Image i: for each own prompt q, 1/K of the target shared evenly by the
-    batch's prompts with prompt q's id. Prompt (j, q): the target shared evenly by the images having its id."""
-    batch, k, _ = prompts.shape
+def _slow_word_image_term(sim, batch, k, ids):
+    """Image -> prompts with word targets, as loops: for image i and each own prompt q, 1/K of the target shared
+    evenly by the batch's prompts with prompt q's id. `sim(i, j, q)` is the scaled image-prompt logit."""
     flat = [(j, q) for j in range(batch) for q in range(k)]
-    loss_image = 0.0
+    loss = 0.0
     for i in range(batch):
-        logits = torch.stack([scale * image[i] @ prompts[j, q] for j, q in flat])
+        logits = torch.stack([sim(i, j, q) for j, q in flat])
         log_p = logits - torch.logsumexp(logits, dim=0)
         for q in range(k):
             matches = [c for c, (j, r) in enumerate(flat) if ids[j][r] == ids[i][q]]
-            loss_image += -sum(log_p[c] for c in matches) / (len(matches) * k)
+            loss += -sum(log_p[c] for c in matches) / (len(matches) * k)
+    return loss / batch
+
+
+def _slow_multi_label_word_targets(sim, batch, k, ids):
+    """Word targets written out with loops: the image term above, and for prompt (j, q) a softmax over the images
+    with the target shared evenly by the images having its id."""
     loss_text = 0.0
-    for j, q in flat:
-        logits = torch.stack([scale * prompts[j, q] @ image[i] for i in range(batch)])
-        log_p = logits - torch.logsumexp(logits, dim=0)
-        having = [i for i in range(batch) if ids[j][q] in ids[i]]
-        loss_text += -sum(log_p[i] for i in having) / len(having)
-    return 0.5 * (loss_image / batch + loss_text / (batch * k))
+    for j in range(batch):
+        for q in range(k):
+            logits = torch.stack([sim(i, j, q) for i in range(batch)])
+            log_p = logits - torch.logsumexp(logits, dim=0)
+            having = [i for i in range(batch) if ids[j][q] in ids[i]]
+            loss_text += -sum(log_p[i] for i in having) / len(having)
+    return 0.5 * (_slow_word_image_term(sim, batch, k, ids) + loss_text / (batch * k))
 
 
 def test_multi_label_loss_word_targets_match_slow_reference():
@@ -166,34 +172,21 @@ def test_multi_label_loss_word_targets_match_slow_reference():
     # Shared words across images, a word twice in one image, one word in every image.
     ids = [[1, 2, 9], [1, 3, 9], [4, 4, 9], [2, 1, 9], [5, 6, 9]]
     loss = groupvit_multi_label_loss(image, prompts, scale, prompt_ids=torch.tensor(ids))
-    torch.testing.assert_close(loss, _slow_multi_label_word_targets(image, prompts, ids, scale))
+    expected = _slow_multi_label_word_targets(lambda i, j, q: scale * image[i] @ prompts[j, q], 5, 3, ids)
+    torch.testing.assert_close(loss, expected)
     # All ids different: exactly the official (index) loss.
     unique = torch.arange(15).reshape(5, 3)
     torch.testing.assert_close(groupvit_multi_label_loss(image, prompts, scale, prompt_ids=unique),
                                groupvit_multi_label_loss(image, prompts, scale))  # fmt: skip
     assert not torch.isclose(loss, groupvit_multi_label_loss(image, prompts, scale))
-    # With groups (multi_label_pooling="max") the targets are the same; the group-max similarity is tested above.
+    # With groups (multi_label_pooling="max") the targets are the same and the similarity is the best group's.
     groups = _normed(5, 4, 8, seed=23)
-    best = torch.einsum("bgd,jqd->bjqg", groups, prompts).amax(-1)  # (image, j, q)
 
-    def ref_groups():
-        batch, k = 5, 3
-        flat = [(j, q) for j in range(batch) for q in range(k)]
-        loss_image = sum(
-            -sum((scale * best[i, j, r] - torch.logsumexp(scale * best[i].reshape(-1), 0))
-                 for c, (j, r) in enumerate(flat) if ids[j][r] == ids[i][q])
-            / (sum(ids[j][r] == ids[i][q] for j, r in flat) * k)
-            for i in range(batch) for q in range(k)
-        )  # fmt: skip
-        loss_text = sum(
-            -sum(scale * best[i, j, q] - torch.logsumexp(scale * best[:, j, q], 0) for i in range(batch) if ids[j][q] in ids[i])
-            / sum(ids[j][q] in ids[i] for i in range(batch))
-            for j, q in flat
-        )  # fmt: skip
-        return 0.5 * (loss_image / batch + loss_text / (batch * k))
+    def best_group(i, j, q):
+        return scale * max(groups[i, g] @ prompts[j, q] for g in range(4))
 
     torch.testing.assert_close(groupvit_multi_label_loss(groups, prompts, scale, prompt_ids=torch.tensor(ids)),
-                               ref_groups())  # fmt: skip
+                               _slow_multi_label_word_targets(best_group, 5, 3, ids))  # fmt: skip
     with pytest.raises(ValueError, match="prompt_ids must have shape"):
         groupvit_multi_label_loss(image, prompts, scale, prompt_ids=torch.tensor(ids)[:, :2])
 
@@ -205,13 +198,9 @@ def _slow_prompts_to_groups(groups, prompts, ids, scale):
     batch, num_groups, _ = groups.shape
     k = prompts.shape[1]
     flat = [(j, q) for j in range(batch) for q in range(k)]
-    loss_image = 0.0
-    for i in range(batch):
-        logits = torch.stack([scale * max(groups[i, g] @ prompts[j, q] for g in range(num_groups)) for j, q in flat])
-        log_p = logits - torch.logsumexp(logits, dim=0)
-        for q in range(k):
-            matches = [c for c, (j, r) in enumerate(flat) if ids[j][r] == ids[i][q]]
-            loss_image += -sum(log_p[c] for c in matches) / (len(matches) * k)
+    loss_image = _slow_word_image_term(
+        lambda i, j, q: scale * max(groups[i, g] @ prompts[j, q] for g in range(num_groups)), batch, k, ids
+    )
     loss_text = 0.0
     for j, q in flat:
         cells = [(i, g) for i in range(batch) for g in range(num_groups)]
@@ -220,7 +209,7 @@ def _slow_prompts_to_groups(groups, prompts, ids, scale):
         having = [i for i in range(batch) if ids[j][q] in ids[i]]
         best = [max(range(num_groups), key=lambda g, i=i: float(groups[i, g] @ prompts[j, q])) for i in having]
         loss_text += -sum(log_p[cells.index((i, g))] for i, g in zip(having, best)) / len(having)
-    return 0.5 * (loss_image / batch + loss_text / (batch * k))
+    return 0.5 * (loss_image + loss_text / (batch * k))
 
 
 def test_multi_label_loss_prompts_to_groups_matches_slow_reference():
