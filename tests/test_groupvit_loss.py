@@ -16,6 +16,7 @@ from clipzoo.modeling.losses import gather_features, get_rank, get_world_size
 from clipzoo.modeling.modeling_groupvit import (
     ClipzooGroupViTModel,
     groupvit_contrastive_loss,
+    groupvit_group_background_loss,
     groupvit_multi_label_loss,
 )
 from clipzoo.processing.text_groupvit import (
@@ -276,6 +277,96 @@ def test_model_word_targets_need_prompt_ids():
         ClipzooGroupViTConfig(multi_label_targets="caption")
 
 
+def _slow_group_background(groups, prompts, scale, ids, is_caption, background_id):
+    """Loops: per image, each word prompt's best group takes it as target, the other groups the background."""
+    per_image = []
+    for b in range(groups.shape[0]):
+        keep = [k for k in range(prompts.shape[1]) if not is_caption[b, k]]
+        background = [k for k in keep if int(ids[b, k]) == background_id]
+        words = [k for k in keep if k not in background]
+        if not background:
+            continue
+        best = {k: max(range(groups.shape[1]), key=lambda g: float(groups[b, g] @ prompts[b, k])) for k in words}
+        terms = []
+        for g in range(groups.shape[1]):
+            logits = torch.stack([scale * groups[b, g] @ prompts[b, k] for k in keep])
+            log_probs = dict(zip(keep, torch.log_softmax(logits, dim=0)))
+            claimed = [k for k in words if best[k] == g]
+            target = claimed or background
+            terms.append(-sum(log_probs[k] for k in target) / len(target))
+        per_image.append(sum(terms) / len(terms))
+    return sum(per_image) / len(per_image)
+
+
+def test_group_background_loss_matches_slow_reference():
+    groups, prompts = _normed(5, 4, 8, seed=21), _normed(5, 3, 8, seed=22)
+    prompts[3, 2] = prompts[3, 1]  # the same word twice: both prompts pick the same group and share its target
+    scale = torch.tensor(5.0, dtype=torch.float64)
+    bg = 99
+    ids = torch.tensor([[1, bg, 2], [bg, 3, 3], [4, 5, 6], [bg, 7, 7], [bg, bg, 8]])
+    is_caption = torch.tensor([[False, False, True], [False, False, False], [False] * 3, [False] * 3, [False] * 3])
+    loss = groupvit_group_background_loss(groups, prompts, scale, ids, is_caption, bg)
+    expected = _slow_group_background(groups, prompts, scale, ids, is_caption, bg)
+    torch.testing.assert_close(loss, expected.to(loss))
+    # Image 2 has no background prompt and is left out; without any, the loss is zero (and still differentiable).
+    torch.testing.assert_close(
+        groupvit_group_background_loss(groups[2:3], prompts[2:3], scale, ids[2:3], is_caption[2:3], bg),
+        torch.zeros((), dtype=torch.float64),
+    )
+    # A caption-filled prompt is not a class: changing its embedding changes nothing.
+    moved = prompts.clone()
+    moved[0, 2] = -moved[0, 0]
+    torch.testing.assert_close(groupvit_group_background_loss(groups, moved, scale, ids, is_caption, bg), loss)
+    # ... unless it is a word prompt.
+    assert not torch.isclose(
+        groupvit_group_background_loss(groups, moved, scale, ids, torch.zeros_like(is_caption), bg),
+        groupvit_group_background_loss(groups, prompts, scale, ids, torch.zeros_like(is_caption), bg),
+    )
+    with pytest.raises(ValueError, match="prompt_ids must have shape"):
+        groupvit_group_background_loss(groups, prompts, scale, ids[:, :2], is_caption, bg)
+    with pytest.raises(ValueError, match="group_embeds must be"):
+        groupvit_group_background_loss(groups[:, 0], prompts, scale, ids, is_caption, bg)
+
+
+def test_model_group_background_loss():
+    tiny = get_variant("groupvit").tiny_config().to_dict()
+    config = ClipzooGroupViTConfig(**{**tiny, "multi_label": 2, "group_background_loss_weight": 0.3})
+    torch.manual_seed(0)
+    model = ClipzooGroupViTModel(config).eval()
+    ids = torch.randint(3, config.text_config.vocab_size, (3, 3, 8), generator=torch.Generator().manual_seed(0))
+    ids[1, 2] = ids[1, 0]  # image 1's second prompt is its caption (the official filler)
+    pixels = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    with pytest.raises(ValueError, match="group_background_loss_weight > 0 needs prompt_ids"):
+        model(input_ids=ids, pixel_values=pixels, return_loss=True)
+    background = prompt_key("background")
+    words = torch.tensor([[7, background], [background, 5], [8, 9]])
+    out = model(input_ids=ids, pixel_values=pixels, return_loss=True, prompt_ids=words)
+    is_caption = torch.tensor([[False, False], [False, True], [False, False]])
+    expected = groupvit_group_background_loss(
+        out.group_embeds, out.prompt_embeds, model.clamped_logit_scale(True), words, is_caption, background
+    )
+    torch.testing.assert_close(out.group_background_loss, expected)
+    torch.testing.assert_close(out.loss, out.contrastive_loss + out.multi_label_loss + 0.3 * expected)
+    # The multi-process path reads the ids and the texts from the inputs.
+    plain = model(input_ids=ids, pixel_values=pixels)
+    torch.testing.assert_close(model.loss_from_outputs(plain, {"prompt_ids": words, "input_ids": ids}), out.loss)
+    # Another background word changes which prompts are the background.
+    other = ClipzooGroupViTModel(ClipzooGroupViTConfig(**{**config.to_dict(), "background_word": "floor"}))
+    other.load_state_dict(model.state_dict())
+    other.eval()
+    assert not torch.isclose(
+        other(input_ids=ids, pixel_values=pixels, return_loss=True, prompt_ids=words).loss, out.loss
+    )
+    # Weight 0 (the default) is the official loss: no group embeddings, no extra term.
+    default = ClipzooGroupViTModel(get_variant("groupvit").tiny_config()).eval()
+    plain_out = default(input_ids=torch.cat([ids, ids[:, :1]], 1), pixel_values=pixels, return_loss=True)
+    assert plain_out.group_embeds is None and plain_out.group_background_loss is None
+    for bad, match in (({"group_background_loss_weight": -1.0}, "group_background_loss_weight"),
+                       ({"background_word": " "}, "background_word")):  # fmt: skip
+        with pytest.raises(ValueError, match=match):
+            ClipzooGroupViTConfig(**bad)
+
+
 def test_prompt_words_match_the_prompts():
     caption = "a red circle, a black triangle and an orange arrow"
     texts, words = build_prompt_texts(caption, 3, rng=np.random.default_rng(4), return_words=True)
@@ -367,10 +458,10 @@ def test_custom_word_extractor_is_used():
 # ------------------------------------------------------------------------------------------- two processes
 
 
-def _model_and_batch(targets="index"):
+def _model_and_batch(targets="index", group_background=0.0):
     torch.manual_seed(0)
     config = get_variant("groupvit").tiny_config()
-    overrides = {"multi_label": 2, "multi_label_targets": targets}
+    overrides = {"multi_label": 2, "multi_label_targets": targets, "group_background_loss_weight": group_background}
     model = ClipzooGroupViTModel(ClipzooGroupViTConfig(**{**config.to_dict(), **overrides})).double().eval()
     generator = torch.Generator().manual_seed(1)
     input_ids = torch.randint(3, 64, (4, 3, 8), generator=generator)
@@ -385,26 +476,31 @@ def _two_processes_equal_one():
     _check_two_processes(accelerator, "index", None)
     # Word targets (clipzoo extension): a word shared by images on different ranks, gathered like the embeddings.
     _check_two_processes(accelerator, "word", torch.tensor([[1, 2], [3, 1], [1, 4], [5, 5]]))
+    # The per-group background loss (clipzoo extension), one image without a background prompt.
+    background = prompt_key("background")
+    ids = torch.tensor([[1, background], [background, 2], [3, 4], [background, background]])
+    _check_two_processes(accelerator, "index", ids, group_background=0.5)
 
 
-def _check_two_processes(accelerator, targets, prompt_ids):
-    model, input_ids, pixels = _model_and_batch(targets)
-    inputs = {} if prompt_ids is None else {"prompt_ids": prompt_ids}
+def _check_two_processes(accelerator, targets, prompt_ids, group_background=0.0):
+    model, input_ids, pixels = _model_and_batch(targets, group_background)
+    inputs = {"input_ids": input_ids, **({} if prompt_ids is None else {"prompt_ids": prompt_ids})}
     # eval(): BatchNorm uses running statistics and the grouping is deterministic, so the two runs are comparable.
     ref_loss = model.loss_from_outputs(model(input_ids=input_ids, pixel_values=pixels), inputs)  # no gathering
     ref_loss.backward()
     ref_grads = {n: p.grad.clone() for n, p in model.named_parameters()}
     ref_loss = ref_loss.detach()
 
-    model, input_ids, pixels = _model_and_batch(targets)
+    model, input_ids, pixels = _model_and_batch(targets, group_background)
     ddp = accelerator.prepare(model)
     rows = slice(2 * get_rank(), 2 * get_rank() + 2)
     outputs = ddp(input_ids=input_ids[rows], pixel_values=pixels[rows])
-    local = {} if prompt_ids is None else {"prompt_ids": prompt_ids[rows]}
+    local = {"input_ids": input_ids[rows], **({} if prompt_ids is None else {"prompt_ids": prompt_ids[rows]})}
     loss = model.loss_from_outputs(outputs, local, gather=gather_features)
     accelerator.backward(loss)
     torch.testing.assert_close(loss.detach(), ref_loss, atol=1e-8, rtol=0)
     assert outputs.multi_label_loss is not None
+    assert (outputs.group_background_loss is not None) == (group_background > 0)
     for name, param in model.named_parameters():
         torch.testing.assert_close(param.grad, ref_grads[name], atol=1e-8, rtol=0, msg=lambda m, n=name: f"{n}: {m}")
 

@@ -14,6 +14,7 @@ from clipzoo.training.groupvit import (
     GroupViTModelArguments,
     build_model_and_processor,
     evaluate,
+    needs_prompt_ids,
     segment,
     train,
 )
@@ -86,6 +87,26 @@ def test_collator_prompt_ids_for_word_targets():
         GroupViTCollator(processor, num_prompts=0, prompt_ids=True)
     with pytest.raises(ValueError, match="return_prompt_ids=True needs expand_prompts"):
         processor(text=["a red circle"], return_prompt_ids=True)
+
+
+def test_group_background_loss_trains_from_collated_batches():
+    args = GroupViTModelArguments(**TINY_MODEL, group_background_loss_weight=0.5)
+    assert needs_prompt_ids(args) and not needs_prompt_ids(GroupViTModelArguments(**TINY_MODEL))
+    assert not needs_prompt_ids(GroupViTModelArguments(**{**TINY_MODEL, "multi_label": 0}, multi_label_targets="word"))
+    model, processor = build_model_and_processor(args)
+    assert model.config.group_background_loss_weight == 0.5 and model.config.background_word == "background"
+    rows = [
+        {"image": Image.new("RGB", (32, 32)), "caption": "a red circle on a grey background"},
+        {"image": Image.new("RGB", (32, 32), "white"), "caption": "a blue square on a pink background"},
+        {"image": Image.new("RGB", (32, 32), "red"), "caption": "two of them"},
+    ]
+    batch = GroupViTCollator(processor, num_prompts=2, seed=0, prompt_ids=True)(rows)
+    model.train()
+    out = model(**batch)
+    assert torch.isfinite(out.group_background_loss) and out.group_background_loss > 0
+    torch.testing.assert_close(out.loss, out.contrastive_loss + out.multi_label_loss + 0.5 * out.group_background_loss)
+    out.loss.backward()
+    assert model.vision_model.embeddings.patch_embeddings.projection.weight.grad.abs().sum() > 0
 
 
 @pytest.mark.slow

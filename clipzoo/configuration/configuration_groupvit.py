@@ -70,6 +70,13 @@ class ClipzooGroupViTConfig(GroupViTConfig):
             same word are negatives. `"word"` (clipzoo extension) makes a prompt a positive for every image in the
             batch with a prompt naming the same word; training then needs `prompt_ids` (the processor's
             `return_prompt_ids=True`). It matters when the caption vocabulary is small and many images share words.
+        group_background_loss_weight (`float`, *optional*, defaults to 0.0): clipzoo extension (0 is the official
+            loss). Adds a per-group loss: inside each image, every final group is classified among the image's own
+            prompts; the best-matching group of each word prompt takes that word as its target and every other group
+            takes the image's `background_word` prompt. Images without such a prompt are left out. Training then
+            needs `prompt_ids`.
+        background_word (`str`, *optional*, defaults to `"background"`): the caption word that names what is not an
+            object, for `group_background_loss_weight`.
 
     Examples:
 
@@ -93,6 +100,8 @@ class ClipzooGroupViTConfig(GroupViTConfig):
     within_group_layers: int = 0
     multi_label_pooling: str = "mean"
     multi_label_targets: str = "index"
+    group_background_loss_weight: float = 0.0
+    background_word: str = "background"
 
     def __post_init__(self, **kwargs):
         # A transformers GroupViT config.json says model_type "groupvit"; loading it here makes it a clipzoo config.
@@ -125,6 +134,10 @@ class ClipzooGroupViTConfig(GroupViTConfig):
             )
         if self.multi_label_targets not in ("index", "word"):
             raise ValueError(f"multi_label_targets must be 'index' or 'word', got {self.multi_label_targets!r}.")
+        if float(self.group_background_loss_weight) < 0:
+            raise ValueError(f"group_background_loss_weight must be >= 0, got {self.group_background_loss_weight}.")
+        if not isinstance(self.background_word, str) or not self.background_word.strip():
+            raise ValueError(f"background_word must be a non-empty string, got {self.background_word!r}.")
         if int(self.multi_label) < 0:
             raise ValueError(f"multi_label (prompts per image) must be >= 0, got {self.multi_label}.")
         vision = self.vision_config

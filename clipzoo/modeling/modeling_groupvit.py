@@ -15,6 +15,7 @@ load unchanged. Added, as in the official code and missing from transformers:
 from __future__ import annotations
 
 import math
+import zlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -153,6 +154,66 @@ def groupvit_multi_label_loss(
     loss_image = soft_target_cross_entropy(logits_per_image, image_targets)
     loss_text = soft_target_cross_entropy(logits_per_prompt, text_targets)
     return 0.5 * (loss_image + loss_text)
+
+
+def groupvit_group_background_loss(
+    group_embeds: torch.Tensor,
+    prompt_embeds: torch.Tensor,
+    logit_scale: torch.Tensor,
+    prompt_ids: torch.Tensor,
+    prompt_is_caption: torch.Tensor,
+    background_id: int,
+    gather=gather_features,
+) -> torch.Tensor:
+    """Per-group loss of the clipzoo extension `group_background_loss_weight` (not in the official code).
+
+    Inside each image, every final group is classified among the image's own prompts (prompts that are the raw
+    caption are left out). The targets come from the current similarities, with no gradient through the choice: the
+    best-matching group of each word prompt takes that prompt as its target (split evenly when several prompts pick
+    the same group), and every group that no word prompt picked takes the image's background prompt(s). Images
+    without a background prompt are left out; with none in the batch the loss is zero.
+
+    Args:
+        group_embeds (`torch.Tensor` of shape `(batch, groups, dim)`): L2-normalised projected final groups.
+        prompt_embeds (`torch.Tensor` of shape `(batch, K, dim)`): L2-normalised prompt-text embeddings.
+        logit_scale (`torch.Tensor`): the clamped, exponentiated multi-label scale.
+        prompt_ids (`torch.LongTensor` of shape `(batch, K)`): what each prompt names.
+        prompt_is_caption (`torch.BoolTensor` of shape `(batch, K)`): prompts filled with the raw caption.
+        background_id (`int`): the id of the background word (`prompt_key(background_word)`).
+        gather (`Callable`, *optional*): gathers a per-sample tensor over processes (identity on one process).
+
+    Returns:
+        Scalar `torch.Tensor`: the cross-entropy averaged over the groups of each image, then over the images.
+    """
+    if group_embeds.ndim != 3 or prompt_embeds.ndim != 3 or group_embeds.shape[0] != prompt_embeds.shape[0]:
+        raise ValueError(
+            f"group_embeds must be (batch, groups, dim) and prompt_embeds (batch, K, dim) with the same batch, got "
+            f"{tuple(group_embeds.shape)} and {tuple(prompt_embeds.shape)}."
+        )
+    for name, value in (("prompt_ids", prompt_ids), ("prompt_is_caption", prompt_is_caption)):
+        if tuple(value.shape) != tuple(prompt_embeds.shape[:2]):
+            raise ValueError(
+                f"{name} must have shape (batch, K) = {tuple(prompt_embeds.shape[:2])}, got {tuple(value.shape)}."
+            )
+    group_embeds, prompt_embeds = gather(group_embeds), gather(prompt_embeds)
+    prompt_ids, is_caption = gather(prompt_ids), gather(prompt_is_caption.long()).bool()
+    is_background = (prompt_ids == background_id) & ~is_caption
+    is_word = ~is_background & ~is_caption
+    logits = logit_scale * torch.einsum("bgd,bkd->bgk", group_embeds, prompt_embeds)  # (batch, groups, K)
+    num_groups = logits.shape[1]
+    best = torch.nn.functional.one_hot(logits.detach().argmax(dim=1), num_groups).transpose(1, 2)  # (batch, groups, K)
+    claims = best.to(logits.dtype) * is_word.unsqueeze(1)
+    claimed = claims.sum(dim=-1, keepdim=True)
+    background = is_background.to(logits.dtype).unsqueeze(1)
+    targets = torch.where(
+        claimed > 0, claims / claimed.clamp_min(1), background / background.sum(dim=-1, keepdim=True).clamp_min(1)
+    )
+    log_probs = logits.masked_fill(is_caption.unsqueeze(1), torch.finfo(logits.dtype).min).log_softmax(dim=-1)
+    per_image = -(targets * log_probs).sum(dim=-1).mean(dim=-1)
+    valid = is_background.any(dim=-1)
+    if not bool(valid.any()):
+        return logits.sum() * 0.0
+    return per_image[valid].mean()
 
 
 def _word_targets(prompt_ids: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
@@ -416,7 +477,8 @@ class ClipzooGroupViTOutput(ModelOutput):
     """Output of [`ClipzooGroupViTModel`].
 
     Args:
-        loss (`torch.Tensor`, *optional*): `contrastive_loss + multi_label_loss_weight * multi_label_loss`.
+        loss (`torch.Tensor`, *optional*): `contrastive_loss + multi_label_loss_weight * multi_label_loss`, plus
+            `group_background_loss_weight * group_background_loss` when that weight is positive.
         contrastive_loss (`torch.Tensor`, *optional*): image-caption InfoNCE.
         multi_label_loss (`torch.Tensor`, *optional*): the multi-label loss (unweighted), when prompts were given.
         logits_per_image (`torch.Tensor` of shape `(image_batch, text_batch)`): clamped-scale cosine similarities.
@@ -425,9 +487,10 @@ class ClipzooGroupViTOutput(ModelOutput):
         image_embeds (`torch.Tensor` of shape `(image_batch, projection_dim)`): normalised image embeddings.
         prompt_embeds (`torch.Tensor` of shape `(batch, K, projection_dim)`, *optional*): normalised prompt embeddings.
         group_embeds (`torch.Tensor` of shape `(batch, groups, projection_dim)`, *optional*): normalised embeddings of
-            the final groups, each projected on its own; computed only when `config.multi_label_pooling` is "max" or "group" and
-            prompts are given.
+            the final groups, each projected on its own; computed only when prompts are given and
+            `config.multi_label_pooling` is "max" or "group" or `config.group_background_loss_weight > 0`.
         text_model_output (`BaseModelOutputWithPooling`): the text tower's output.
+        group_background_loss (`torch.Tensor`, *optional*): the per-group loss of `group_background_loss_weight`.
         vision_model_output (`BaseModelOutputWithPooling`): the vision tower's output (`attentions` holds the soft
             assignment of each grouping stage, `(batch, groups, tokens)`, when `output_attentions=True`).
     """
@@ -443,6 +506,7 @@ class ClipzooGroupViTOutput(ModelOutput):
     text_model_output: BaseModelOutputWithPooling | None = None
     vision_model_output: BaseModelOutputWithPooling | None = None
     group_embeds: torch.Tensor | None = None
+    group_background_loss: torch.Tensor | None = None
 
     def to_tuple(self) -> tuple[Any, ...]:
         return tuple(
@@ -678,7 +742,10 @@ class ClipzooGroupViTModel(ClipzooGroupViTPreTrainedModel):
         image_embeds = image_embeds / image_embeds.norm(dim=-1, keepdim=True)
         text_embeds, prompt_embeds, text_outputs = self._encode_text(input_ids, attention_mask, position_ids)
         group_embeds = None
-        if prompt_embeds is not None and getattr(self.config, "multi_label_pooling", "mean") in ("max", "group"):
+        if prompt_embeds is not None and (
+            getattr(self.config, "multi_label_pooling", "mean") in ("max", "group")
+            or getattr(self.config, "group_background_loss_weight", 0.0) > 0
+        ):
             group_embeds = self._project_groups(vision_outputs.last_hidden_state)
             group_embeds = group_embeds / group_embeds.norm(dim=-1, keepdim=True)
 
@@ -694,18 +761,30 @@ class ClipzooGroupViTModel(ClipzooGroupViTPreTrainedModel):
             group_embeds=group_embeds,
         )
         if return_loss:
-            self._fill_losses(output, gather=gather_features, prompt_ids=prompt_ids)
+            self._fill_losses(output, gather=gather_features, prompt_ids=prompt_ids, input_ids=input_ids)
         if return_dict is False:
             return output.to_tuple()
         return output
 
-    def _fill_losses(self, output: ClipzooGroupViTOutput, gather, prompt_ids: torch.Tensor | None = None) -> None:
+    def _fill_losses(
+        self,
+        output: ClipzooGroupViTOutput,
+        gather,
+        prompt_ids: torch.Tensor | None = None,
+        input_ids: torch.Tensor | None = None,
+    ) -> None:
         word_targets = getattr(self.config, "multi_label_targets", "index") == "word"
-        if word_targets and output.prompt_embeds is not None and prompt_ids is None:
-            raise ValueError(
-                "config.multi_label_targets='word' needs prompt_ids (batch, K) with the loss: build the batch with "
-                "the processor's return_prompt_ids=True (GroupViTCollator(..., prompt_ids=True))."
-            )
+        group_weight = float(getattr(self.config, "group_background_loss_weight", 0.0))
+        uses_prompts = output.prompt_embeds is not None and self.config.multi_label > 0
+        for needed, name in (
+            (word_targets, "multi_label_targets='word'"),
+            (group_weight > 0, "group_background_loss_weight > 0"),
+        ):
+            if needed and uses_prompts and prompt_ids is None:
+                raise ValueError(
+                    f"config.{name} needs prompt_ids (batch, K) with the loss: build the batch with the processor's "
+                    "return_prompt_ids=True (GroupViTCollator(..., prompt_ids=True))."
+                )
         output.contrastive_loss = groupvit_contrastive_loss(
             output.image_embeds, output.text_embeds, self.clamped_logit_scale(), gather=gather
         )
@@ -718,6 +797,16 @@ class ClipzooGroupViTModel(ClipzooGroupViTPreTrainedModel):
                 prompts_to_groups=self.config.multi_label_pooling == "group",
             )  # fmt: skip
             output.loss = output.loss + self.config.multi_label_loss_weight * output.multi_label_loss
+        if uses_prompts and group_weight > 0:
+            if input_ids is None or input_ids.ndim != 3:
+                raise ValueError("group_background_loss_weight > 0 needs input_ids (batch, 1 + K, seq) with the loss.")
+            # A prompt is the raw caption when its tokens are the caption's (the official filler for missing words).
+            is_caption = (input_ids[:, 1:] == input_ids[:, :1]).all(dim=-1)
+            output.group_background_loss = groupvit_group_background_loss(
+                output.group_embeds, output.prompt_embeds, self.clamped_logit_scale(multi_label=True), prompt_ids,
+                is_caption, zlib.crc32(self.config.background_word.encode("utf-8"))  # = processing's prompt_key, gather=gather,
+            )  # fmt: skip
+            output.loss = output.loss + group_weight * output.group_background_loss
 
     def loss_from_outputs(
         self, outputs: ClipzooGroupViTOutput, inputs: dict | None = None, gather=None
@@ -728,5 +817,6 @@ class ClipzooGroupViTModel(ClipzooGroupViTPreTrainedModel):
         computes the same global-batch loss (see `clipzoo/modeling/losses.py` for why the gradients are then exact).
         """
         prompt_ids = None if inputs is None else inputs.get("prompt_ids")
-        self._fill_losses(outputs, gather=gather or _identity, prompt_ids=prompt_ids)
+        input_ids = None if inputs is None else inputs.get("input_ids")
+        self._fill_losses(outputs, gather=gather or _identity, prompt_ids=prompt_ids, input_ids=input_ids)
         return outputs.loss

@@ -109,6 +109,9 @@ class GroupViTModelArguments:
     within_group_layers: int = 0
     # clipzoo extension: "word" makes prompts naming the same word positives for each other's images.
     multi_label_targets: str = "index"
+    # clipzoo extension: > 0 adds the per-group loss (each word's best group names it, the other groups the background).
+    group_background_loss_weight: float = 0.0
+    background_word: str = "background"
     vocab_size: int = 512
     max_text_length: int = 24
 
@@ -178,6 +181,7 @@ def build_model_and_processor(args: GroupViTModelArguments) -> tuple[ClipzooGrou
         local_attention_radius=args.local_attention_radius, group_token_residual=args.group_token_residual,
         multi_label_pooling=args.multi_label_pooling, within_group_layers=args.within_group_layers,
         multi_label_targets=args.multi_label_targets,
+        group_background_loss_weight=args.group_background_loss_weight, background_word=args.background_word,
     )  # fmt: skip
     side = {"shortest_edge": args.image_size}
     crop = {"height": args.image_size, "width": args.image_size}
@@ -238,6 +242,13 @@ class GroupViTCollator:
         return batch
 
 
+def needs_prompt_ids(model_args: GroupViTModelArguments) -> bool:
+    """Whether the model's loss reads `prompt_ids` (word targets or the per-group background loss)."""
+    return model_args.multi_label > 0 and (
+        model_args.multi_label_targets == "word" or model_args.group_background_loss_weight > 0
+    )
+
+
 def train(recipe: str | Path, output_dir: str | Path, overrides: dict[str, dict[str, Any]] | None = None) -> Path:
     """`clipzoo train groupvit`: trains from scratch on ShapesWorld captions and saves model + processor."""
     from clipzoo.data.shapesworld import shapesworld
@@ -275,7 +286,7 @@ def train(recipe: str | Path, output_dir: str | Path, overrides: dict[str, dict[
         data_args.no_word_policy,
         image_transform=transform,
         word_extractor=LexiconWordExtractor(extra_stopwords=data_args.prompt_stopwords),
-        prompt_ids=model_args.multi_label_targets == "word" and model_args.multi_label > 0,
+        prompt_ids=needs_prompt_ids(model_args),
     )
     trainer = ClipzooTrainer(
         model=model, args=training_args, train_dataset=dataset.select_columns(["image", "caption"]),
