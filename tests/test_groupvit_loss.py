@@ -346,6 +346,9 @@ def test_model_group_background_loss():
         out.group_embeds, out.prompt_embeds, model.clamped_logit_scale(True), words, is_caption, background
     )
     torch.testing.assert_close(out.group_background_loss, expected)
+    # The multi-label term stays the configured (here official, pooled) one although group embeddings are computed.
+    official = groupvit_multi_label_loss(out.image_embeds, out.prompt_embeds, model.clamped_logit_scale(True))
+    torch.testing.assert_close(out.multi_label_loss, official)
     torch.testing.assert_close(out.loss, out.contrastive_loss + out.multi_label_loss + 0.3 * expected)
     # The multi-process path reads the ids and the texts from the inputs.
     plain = model(input_ids=ids, pixel_values=pixels)

@@ -790,7 +790,8 @@ class ClipzooGroupViTModel(ClipzooGroupViTPreTrainedModel):
         )
         output.loss = output.contrastive_loss
         if output.prompt_embeds is not None and self.config.multi_label > 0:
-            pooled = output.image_embeds if output.group_embeds is None else output.group_embeds
+            per_group = self.config.multi_label_pooling in ("max", "group")
+            pooled = output.group_embeds if per_group else output.image_embeds
             output.multi_label_loss = groupvit_multi_label_loss(
                 pooled, output.prompt_embeds, self.clamped_logit_scale(multi_label=True), gather=gather,
                 prompt_ids=prompt_ids if word_targets else None,
