@@ -318,3 +318,31 @@ def test_train_with_empty_scenes_keeps_them_out_of_evaluation(tmp_path):
     out = train("groupvit_shapesworld", tmp_path / "model", overrides)
     scene = _training_scene_options(out)
     assert scene["named_backgrounds"] is True and "empty_fraction" not in scene
+
+
+def test_evaluate_background_prompt_labels_background_as_a_class(tmp_path):
+    from clipzoo.data.shapesworld import SEGMENTATION_CLASSES, shapesworld
+    from clipzoo.processing.segmentation_groupvit import SegmentationSettings, segment_images
+    from clipzoo.training.groupvit import _miou
+
+    torch.manual_seed(0)
+    model, processor = build_model_and_processor(GroupViTModelArguments(**TINY_MODEL))
+    model.save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    result = evaluate(tmp_path, num_samples=3, short_side=None, crop_size=None)
+    # The same maps as segmenting with "background" as label 0 and no threshold.
+    seg = shapesworld("segmentation", 3, seed=1000, image_size=TINY_MODEL["image_size"])
+    labels = ["background", *SEGMENTATION_CLASSES[1:]]
+    maps = segment_images(model.eval(), processor.tokenizer, [im.convert("RGB") for im in seg["image"]], labels,
+                          SegmentationSettings(0.0, False, None, 2048, None, 64))  # fmt: skip
+    masks = [np.asarray(m, dtype=np.int64) for m in seg["mask"]]
+    expected = _miou([m.numpy() for m in maps], masks, len(labels))
+    got = result["segmentation_background_prompt"]
+    assert got["mean_iou"] == pytest.approx(expected["mean_iou"])
+    np.testing.assert_allclose(got["per_category_iou"], expected["per_category_iou"])  # nan = class absent in both
+    assert set(result["segmentation_background_prompt_foreground"]) == {"iou", "precision", "recall"}
+    skipped = evaluate(tmp_path, num_samples=3, short_side=None, crop_size=None, background_prompt=None)
+    assert "segmentation_background_prompt" not in skipped
+    assert skipped["segmentation"] == result["segmentation"]
+    with pytest.raises(ValueError, match="duplicates"):
+        evaluate(tmp_path, num_samples=1, short_side=None, crop_size=None, background_prompt="circle")

@@ -362,12 +362,18 @@ def evaluate(
     short_side: int | None = 128,
     crop_size: int | None = 128,
     stride: int = 64,
+    background_prompt: str | None = "background",
 ) -> dict[str, Any]:
     """`clipzoo evaluate groupvit`: zero-shot segmentation mIoU (+ trivial baselines) and classification accuracy.
 
     `segmentation` is the official recipe (soft assignments chained); `segmentation_hard_assignment` chains each
     stage's arg-max assignment instead (`SegmentationSettings(assignment="hard")`); `segmentation_foreground` scores
     the official recipe's maps as background vs any object ([`foreground_stats`]).
+
+    With `background_prompt` (default `"background"`; `None` skips it), `segmentation_background_prompt` (and its
+    `_foreground` scores) labels background like any class, by prompting the word, instead of the official
+    threshold: the label set becomes `[background_prompt, *shapes]`, no threshold, the same top-5 filter. It suits
+    models trained on captions that name the background (e.g. with `group_background_loss_weight > 0`).
 
     The official evaluation runs a 224-px model at short side 448 with 448/224 windows (2x the training size); here the
     64-px model runs at short side 128 with 128/64 windows, the same ratios.
@@ -395,6 +401,12 @@ def evaluate(
     result["segmentation"] = _miou([m.numpy() for m in soft_maps], masks, num_labels)
     result["segmentation_hard_assignment"] = _miou([m.numpy() for m in hard_maps], masks, num_labels)
     result["segmentation_foreground"] = foreground_stats([m.numpy() for m in soft_maps], masks)
+    if background_prompt is not None:
+        prompted = SegmentationSettings(0.0, False, short_side, 2048, crop_size, stride)
+        labels = check_labels([background_prompt, *names])
+        maps = [m.numpy() for m in segment_images_multi(model, processor.tokenizer, images, labels, [prompted])[0]]
+        result["segmentation_background_prompt"] = _miou(maps, masks, num_labels)
+        result["segmentation_background_prompt_foreground"] = foreground_stats(maps, masks)
     result["baseline_all_background"] = _miou([np.zeros_like(m) for m in masks], masks, num_labels)
     result["baseline_top1_class"] = _miou(_top1_class_maps(model, processor, images, names), masks, num_labels)
 
