@@ -346,3 +346,23 @@ def test_evaluate_background_prompt_labels_background_as_a_class(tmp_path):
     assert skipped["segmentation"] == result["segmentation"]
     with pytest.raises(ValueError, match="duplicates"):
         evaluate(tmp_path, num_samples=1, short_side=None, crop_size=None, background_prompt="circle")
+
+
+def test_background_recipe_is_the_shipped_recipe_plus_the_two_extensions(tmp_path):
+    from dataclasses import asdict
+
+    from transformers import TrainingArguments
+
+    from clipzoo.training.groupvit import GroupViTDataArguments
+    from clipzoo.training.recipes import load_recipe
+
+    sections = {"model": GroupViTModelArguments, "data": GroupViTDataArguments, "training": TrainingArguments}
+    overrides = {"training": {"output_dir": str(tmp_path)}}
+    shipped = load_recipe("groupvit_shapesworld", sections, overrides)
+    background = load_recipe("groupvit_shapesworld_background", sections, overrides)
+    model, base = asdict(background["model"]), asdict(shipped["model"])
+    changed = {key: model[key] for key in model if model[key] != base[key]}
+    assert changed == {"multi_label_pooling": "max", "group_background_loss_weight": 1.0}
+    assert asdict(background["data"]) == asdict(shipped["data"])
+    assert background["training"].to_dict() == shipped["training"].to_dict()
+    assert needs_prompt_ids(background["model"])
