@@ -78,6 +78,12 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--crop-size", type=int, default=448, help="Sliding-window size (0: one window).")
     seg.add_argument("--stride", type=int, default=224, help="Sliding-window stride.")
     seg.add_argument("--assignment", choices=("soft", "hard"), default="soft", help="Chain soft (official) or hard.")
+    seg.add_argument(
+        "--no-background-threshold",
+        action="store_true",
+        help="Every pixel gets one of --labels and no threshold applies; prompt the background yourself, e.g. "
+        "--labels background,circle,square (for models trained on captions that name it).",
+    )
 
     cv = sub.add_parser("classify-video", help="Few-shot classify one video against a labelled support folder.")
     cv.add_argument("video", type=Path)
@@ -152,6 +158,7 @@ def _run(args: argparse.Namespace) -> int:
         settings = {
             "background_threshold": args.background_threshold, "short_side": args.short_side or None,
             "crop_size": args.crop_size or None, "stride": args.stride, "assignment": args.assignment,
+            "with_background": not args.no_background_threshold,
         }  # fmt: skip
         print(json.dumps(segment(args.image, args.model, labels, args.out, **settings), default=str))
     elif args.command == "classify-video":

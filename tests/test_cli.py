@@ -83,7 +83,7 @@ def test_train_and_evaluate_ape_with_a_backbone_flag(capsys, tmp_path, tiny_back
     assert result["num_samples"] == 50 and result["num_classes"] == 14 and 0.0 <= result["accuracy"] <= 1.0
 
 
-def test_segment_writes_an_overlay_and_rejects_bad_labels(capsys, tmp_path):
+def test_segment_writes_an_overlay_and_rejects_bad_labels(capsys, tmp_path, monkeypatch):
     from PIL import Image
 
     from clipzoo.training.groupvit import GroupViTModelArguments, build_model_and_processor
@@ -108,5 +108,12 @@ def test_segment_writes_an_overlay_and_rejects_bad_labels(capsys, tmp_path):
     assert Image.open(out).size == (50, 40)
     code, _, err = _run([*argv[:-3], "circle,circle", "--out", str(out)], capsys)
     assert code == 2 and "duplicates" in err
+    # --no-background-threshold: the labels are all prompted (background included) and no threshold applies.
+    import clipzoo.training.groupvit as groupvit
+
+    seen, real = {}, groupvit.segment
+    monkeypatch.setattr(groupvit, "segment", lambda *a, **kw: seen.update(kw) or real(*a, **kw))
+    code, _, _ = _run([*argv[:-3], "background,circle", "--out", str(out), "--no-background-threshold"], capsys)
+    assert code == 0 and seen["with_background"] is False and Image.open(out).size == (50, 40)
     code, _, err = _run([*argv[:1], str(tmp_path / "missing.png"), *argv[2:]], capsys)
     assert code == 2 and "missing.png" in err
