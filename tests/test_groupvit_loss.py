@@ -298,6 +298,55 @@ def _slow_group_background(groups, prompts, scale, ids, is_caption, background_i
     return sum(per_image) / len(per_image)
 
 
+def _slow_group_background_batch(groups, prompts, scale, ids, is_caption, background_id):
+    """Loops, classes = every non-caption prompt of the batch; a target's mass is spread over prompts with its id."""
+    flat = [(b, k) for b in range(prompts.shape[0]) for k in range(prompts.shape[1]) if not is_caption[b, k]]
+    per_image = []
+    for b in range(groups.shape[0]):
+        own = [k for k in range(prompts.shape[1]) if not is_caption[b, k]]
+        background = [k for k in own if int(ids[b, k]) == background_id]
+        words = [k for k in own if k not in background]
+        if not background:
+            continue
+        best = {k: max(range(groups.shape[1]), key=lambda g: float(groups[b, g] @ prompts[b, k])) for k in words}
+        terms = []
+        for g in range(groups.shape[1]):
+            logits = torch.stack([scale * groups[b, g] @ prompts[c, j] for c, j in flat])
+            log_probs = torch.log_softmax(logits, dim=0)
+            target_prompts = [k for k in words if best[k] == g] or background
+            loss = 0.0
+            for k in target_prompts:
+                matching = [i for i, (c, j) in enumerate(flat) if int(ids[c, j]) == int(ids[b, k])]
+                loss = loss - sum(log_probs[i] for i in matching) / len(matching) / len(target_prompts)
+            terms.append(loss)
+        per_image.append(sum(terms) / len(terms))
+    return sum(per_image) / len(per_image)
+
+
+def test_group_background_loss_batch_classes_match_slow_reference():
+    groups, prompts = _normed(5, 4, 8, seed=31), _normed(5, 3, 8, seed=32)
+    scale = torch.tensor(4.0, dtype=torch.float64)
+    bg = 99
+    ids = torch.tensor([[1, bg, 2], [bg, 1, 3], [4, 5, 6], [bg, 7, 7], [bg, bg, 1]])
+    is_caption = torch.zeros(5, 3, dtype=torch.bool)
+    is_caption[0, 2] = True
+    loss = groupvit_group_background_loss(groups, prompts, scale, ids, is_caption, bg, classes="batch")
+    expected = _slow_group_background_batch(groups, prompts, scale, ids, is_caption, bg)
+    torch.testing.assert_close(loss, expected.to(loss))
+    assert not torch.isclose(loss, groupvit_group_background_loss(groups, prompts, scale, ids, is_caption, bg))
+    # One image alone: every class is its own, and "batch" is "image" when no id repeats.
+    one = slice(3, 4)
+    distinct = torch.tensor([[bg, 7, 8]])
+    torch.testing.assert_close(
+        groupvit_group_background_loss(
+            groups[one], prompts[one], scale, distinct, is_caption[one], bg, classes="batch"
+        ),
+        groupvit_group_background_loss(groups[one], prompts[one], scale, distinct, is_caption[one], bg),
+    )
+    with pytest.raises(ValueError, match="classes must be"):
+        groupvit_group_background_loss(groups, prompts, scale, ids, is_caption, bg, classes="all")
+
+
 def test_group_background_loss_matches_slow_reference():
     groups, prompts = _normed(5, 4, 8, seed=21), _normed(5, 3, 8, seed=22)
     prompts[3, 2] = prompts[3, 1]  # the same word twice: both prompts pick the same group and share its target
@@ -360,12 +409,31 @@ def test_model_group_background_loss():
     assert not torch.isclose(
         other(input_ids=ids, pixel_values=pixels, return_loss=True, prompt_ids=words).loss, out.loss
     )
+    # group_background_classes="batch" reaches the loss.
+    batch_model = ClipzooGroupViTModel(
+        ClipzooGroupViTConfig(**{**config.to_dict(), "group_background_classes": "batch"})
+    )
+    batch_model.load_state_dict(model.state_dict())
+    batch_out = batch_model.eval()(input_ids=ids, pixel_values=pixels, return_loss=True, prompt_ids=words)
+    torch.testing.assert_close(
+        batch_out.group_background_loss,
+        groupvit_group_background_loss(
+            out.group_embeds,
+            out.prompt_embeds,
+            model.clamped_logit_scale(True),
+            words,
+            is_caption,
+            background,
+            classes="batch",
+        ),  # fmt: skip
+    )
     # Weight 0 (the default) is the official loss: no group embeddings, no extra term.
     default = ClipzooGroupViTModel(get_variant("groupvit").tiny_config()).eval()
     plain_out = default(input_ids=torch.cat([ids, ids[:, :1]], 1), pixel_values=pixels, return_loss=True)
     assert plain_out.group_embeds is None and plain_out.group_background_loss is None
     for bad, match in (({"group_background_loss_weight": -1.0}, "group_background_loss_weight"),
-                       ({"background_word": " "}, "background_word")):  # fmt: skip
+                       ({"background_word": " "}, "background_word"),
+                       ({"group_background_classes": "all"}, "group_background_classes")):  # fmt: skip
         with pytest.raises(ValueError, match=match):
             ClipzooGroupViTConfig(**bad)
 

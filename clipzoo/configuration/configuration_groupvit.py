@@ -75,6 +75,9 @@ class ClipzooGroupViTConfig(GroupViTConfig):
             prompts; the best-matching group of each word prompt takes that word as its target and every other group
             takes the image's `background_word` prompt. Images without such a prompt are left out. Training then
             needs `prompt_ids`.
+        group_background_classes (`str`, *optional*, defaults to `"image"`): what each group is classified among in
+            that loss: `"image"`, the image's own prompts; `"batch"`, every prompt of the batch (other words are
+            negatives, as at segmentation time when every label competes).
         background_word (`str`, *optional*, defaults to `"background"`): the caption word that names what is not an
             object, for `group_background_loss_weight`.
 
@@ -102,6 +105,7 @@ class ClipzooGroupViTConfig(GroupViTConfig):
     multi_label_targets: str = "index"
     group_background_loss_weight: float = 0.0
     background_word: str = "background"
+    group_background_classes: str = "image"
 
     def __post_init__(self, **kwargs):
         # A transformers GroupViT config.json says model_type "groupvit"; loading it here makes it a clipzoo config.
@@ -136,6 +140,10 @@ class ClipzooGroupViTConfig(GroupViTConfig):
             raise ValueError(f"multi_label_targets must be 'index' or 'word', got {self.multi_label_targets!r}.")
         if float(self.group_background_loss_weight) < 0:
             raise ValueError(f"group_background_loss_weight must be >= 0, got {self.group_background_loss_weight}.")
+        if self.group_background_classes not in ("image", "batch"):
+            raise ValueError(
+                f"group_background_classes must be 'image' or 'batch', got {self.group_background_classes!r}."
+            )
         if not isinstance(self.background_word, str) or not self.background_word.strip():
             raise ValueError(f"background_word must be a non-empty string, got {self.background_word!r}.")
         if int(self.multi_label) < 0:

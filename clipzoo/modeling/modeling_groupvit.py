@@ -164,6 +164,7 @@ def groupvit_group_background_loss(
     prompt_is_caption: torch.Tensor,
     background_id: int,
     gather=gather_features,
+    classes: str = "image",
 ) -> torch.Tensor:
     """Per-group loss of the clipzoo extension `group_background_loss_weight` (not in the official code).
 
@@ -173,6 +174,11 @@ def groupvit_group_background_loss(
     the same group), and every group that no word prompt picked takes the image's background prompt(s). Images
     without a background prompt are left out; with none in the batch the loss is zero.
 
+    With `classes="batch"` the choice of targets is the same, but each group is classified among all the batch's
+    prompts (caption-filled ones left out), as segmentation later classifies it among every label: a target's mass is
+    spread evenly over the prompts with its id, and prompts naming other words are negatives, so a background group is
+    also pushed away from the words that are absent from its image.
+
     Args:
         group_embeds (`torch.Tensor` of shape `(batch, groups, dim)`): L2-normalised projected final groups.
         prompt_embeds (`torch.Tensor` of shape `(batch, K, dim)`): L2-normalised prompt-text embeddings.
@@ -181,6 +187,7 @@ def groupvit_group_background_loss(
         prompt_is_caption (`torch.BoolTensor` of shape `(batch, K)`): prompts filled with the raw caption.
         background_id (`int`): the id of the background word (`prompt_key(background_word)`).
         gather (`Callable`, *optional*): gathers a per-sample tensor over processes (identity on one process).
+        classes (`str`, *optional*, defaults to `"image"`): `"image"` (the image's own prompts) or `"batch"`.
 
     Returns:
         Scalar `torch.Tensor`: the cross-entropy averaged over the groups of each image, then over the images.
@@ -190,6 +197,8 @@ def groupvit_group_background_loss(
             f"group_embeds must be (batch, groups, dim) and prompt_embeds (batch, K, dim) with the same batch, got "
             f"{tuple(group_embeds.shape)} and {tuple(prompt_embeds.shape)}."
         )
+    if classes not in ("image", "batch"):
+        raise ValueError(f"classes must be 'image' or 'batch', got {classes!r}.")
     for name, value in (("prompt_ids", prompt_ids), ("prompt_is_caption", prompt_is_caption)):
         if tuple(value.shape) != tuple(prompt_embeds.shape[:2]):
             raise ValueError(
@@ -208,7 +217,18 @@ def groupvit_group_background_loss(
     targets = torch.where(
         claimed > 0, claims / claimed.clamp_min(1), background / background.sum(dim=-1, keepdim=True).clamp_min(1)
     )
-    log_probs = logits.masked_fill(is_caption.unsqueeze(1), torch.finfo(logits.dtype).min).log_softmax(dim=-1)
+    if classes == "batch":
+        batch, num_prompts = prompt_ids.shape
+        keep = ~is_caption.reshape(-1)
+        # same[b, k, p]: flat prompt p names what prompt k of image b names (caption-filled prompts excluded).
+        same = ((prompt_ids.unsqueeze(-1) == prompt_ids.reshape(-1)) & keep).to(logits.dtype)
+        targets = torch.einsum("bgk,bkp->bgp", targets, same / same.sum(dim=-1, keepdim=True).clamp_min(1))
+        logits = logit_scale * torch.einsum(
+            "bgd,pd->bgp", group_embeds, prompt_embeds.reshape(batch * num_prompts, -1)
+        )
+        log_probs = logits.masked_fill(~keep, torch.finfo(logits.dtype).min).log_softmax(dim=-1)
+    else:
+        log_probs = logits.masked_fill(is_caption.unsqueeze(1), torch.finfo(logits.dtype).min).log_softmax(dim=-1)
     per_image = -(targets * log_probs).sum(dim=-1).mean(dim=-1)
     valid = is_background.any(dim=-1)
     if not bool(valid.any()):
@@ -804,9 +824,15 @@ class ClipzooGroupViTModel(ClipzooGroupViTPreTrainedModel):
             # A prompt is the raw caption when its tokens are the caption's (the official filler for missing words).
             is_caption = (input_ids[:, 1:] == input_ids[:, :1]).all(dim=-1)
             output.group_background_loss = groupvit_group_background_loss(
-                output.group_embeds, output.prompt_embeds, self.clamped_logit_scale(multi_label=True), prompt_ids,
-                is_caption, zlib.crc32(self.config.background_word.encode("utf-8"))  # = processing's prompt_key, gather=gather,
-            )  # fmt: skip
+                output.group_embeds,
+                output.prompt_embeds,
+                self.clamped_logit_scale(multi_label=True),
+                prompt_ids,
+                is_caption,
+                zlib.crc32(self.config.background_word.encode("utf-8")),
+                gather=gather,
+                classes=self.config.group_background_classes,
+            )  # fmt: skip  (the id is processing's prompt_key of the word)
             output.loss = output.loss + group_weight * output.group_background_loss
 
     def loss_from_outputs(

@@ -112,6 +112,7 @@ class GroupViTModelArguments:
     # clipzoo extension: > 0 adds the per-group loss (each word's best group names it, the other groups the background).
     group_background_loss_weight: float = 0.0
     background_word: str = "background"
+    group_background_classes: str = "image"
     vocab_size: int = 512
     max_text_length: int = 24
 
@@ -182,6 +183,7 @@ def build_model_and_processor(args: GroupViTModelArguments) -> tuple[ClipzooGrou
         multi_label_pooling=args.multi_label_pooling, within_group_layers=args.within_group_layers,
         multi_label_targets=args.multi_label_targets,
         group_background_loss_weight=args.group_background_loss_weight, background_word=args.background_word,
+        group_background_classes=args.group_background_classes,
     )  # fmt: skip
     side = {"shortest_edge": args.image_size}
     crop = {"height": args.image_size, "width": args.image_size}
