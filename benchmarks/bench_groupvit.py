@@ -5,8 +5,9 @@
 
 Trains `groupvit_shapesworld` twice from the same seed (multi_label K=3 and K=0), then runs `clipzoo evaluate
 groupvit` on each: zero-shot segmentation mIoU on the ShapesWorld segmentation split (generator masks), the two trivial
-baselines (all background; every pixel = the image's top-1 class), the foreground IoU (background vs any object) and
-zero-shot classification accuracy. Prints a table and writes `results.json` in the output folder.
+baselines (all background; every pixel = the image's top-1 class), the foreground IoU (background vs any object),
+the mIoU with "background" prompted as a label instead of the threshold ("bg-prompt"), and zero-shot classification
+accuracy. `--recipe groupvit_shapesworld_background` runs the recipe with the clipzoo per-group background loss. Prints a table and writes `results.json` in the output folder.
 """
 
 import argparse
@@ -60,13 +61,15 @@ def main():
         (args.out / "results.json").write_text(json.dumps(results, indent=2, default=float))
     print(f"recipe={args.recipe} eval_images={args.eval_samples}")
     print(
-        f"{'run':<16} {'steps':>6} {'mIoU':>7} {'hard':>7} {'all-bg':>7} {'top1-cls':>8} {'fg IoU':>7} {'zs-acc':>7} "
+        f"{'run':<16} {'steps':>6} {'mIoU':>7} {'hard':>7} {'bg-prompt':>9} {'all-bg':>7} {'top1-cls':>8} {'fg IoU':>7} "
+        f"{'zs-acc':>7} "
         f"{'train s':>8}"
     )
     for name, r in results.items():
         print(
             f"{name:<16} {r['steps']:>6} {r['segmentation']['mean_iou']:7.4f} "
-            f"{r['segmentation_hard_assignment']['mean_iou']:7.4f} {r['baseline_all_background']['mean_iou']:7.4f} "
+            f"{r['segmentation_hard_assignment']['mean_iou']:7.4f} "
+            f"{r['segmentation_background_prompt']['mean_iou']:9.4f} {r['baseline_all_background']['mean_iou']:7.4f} "
             f"{r['baseline_top1_class']['mean_iou']:8.4f} {r['segmentation_foreground']['iou']:7.4f} "
             f"{r['zero_shot_classification_accuracy']:7.4f} "
             f"{r['train_seconds']:8.0f}"
