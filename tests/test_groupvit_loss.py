@@ -277,47 +277,33 @@ def test_model_word_targets_need_prompt_ids():
         ClipzooGroupViTConfig(multi_label_targets="caption")
 
 
-def _slow_group_background(groups, prompts, scale, ids, is_caption, background_id):
-    """Loops: per image, each word prompt's best group takes it as target, the other groups the background."""
+def _slow_group_background(groups, prompts, scale, ids, is_caption, background_id, batch_classes=False):
+    """Loops: per image, each word prompt's best group takes it as target, the other groups the background.
+
+    Classes are the image's own non-caption prompts, or with `batch_classes` every non-caption prompt of the batch,
+    a target's mass then spread evenly over the prompts with its id.
+    """
     per_image = []
     for b in range(groups.shape[0]):
-        keep = [k for k in range(prompts.shape[1]) if not is_caption[b, k]]
-        background = [k for k in keep if int(ids[b, k]) == background_id]
-        words = [k for k in keep if k not in background]
+        own = [(b, k) for k in range(prompts.shape[1]) if not is_caption[b, k]]
+        background = [k for _, k in own if int(ids[b, k]) == background_id]
+        words = [k for _, k in own if k not in background]
         if not background:
             continue
+        classes = [(c, j) for c in range(prompts.shape[0]) for j in range(prompts.shape[1]) if not is_caption[c, j]]
+        classes = classes if batch_classes else own
         best = {k: max(range(groups.shape[1]), key=lambda g: float(groups[b, g] @ prompts[b, k])) for k in words}
         terms = []
         for g in range(groups.shape[1]):
-            logits = torch.stack([scale * groups[b, g] @ prompts[b, k] for k in keep])
-            log_probs = dict(zip(keep, torch.log_softmax(logits, dim=0)))
-            claimed = [k for k in words if best[k] == g]
-            target = claimed or background
-            terms.append(-sum(log_probs[k] for k in target) / len(target))
-        per_image.append(sum(terms) / len(terms))
-    return sum(per_image) / len(per_image)
-
-
-def _slow_group_background_batch(groups, prompts, scale, ids, is_caption, background_id):
-    """Loops, classes = every non-caption prompt of the batch; a target's mass is spread over prompts with its id."""
-    flat = [(b, k) for b in range(prompts.shape[0]) for k in range(prompts.shape[1]) if not is_caption[b, k]]
-    per_image = []
-    for b in range(groups.shape[0]):
-        own = [k for k in range(prompts.shape[1]) if not is_caption[b, k]]
-        background = [k for k in own if int(ids[b, k]) == background_id]
-        words = [k for k in own if k not in background]
-        if not background:
-            continue
-        best = {k: max(range(groups.shape[1]), key=lambda g: float(groups[b, g] @ prompts[b, k])) for k in words}
-        terms = []
-        for g in range(groups.shape[1]):
-            logits = torch.stack([scale * groups[b, g] @ prompts[c, j] for c, j in flat])
-            log_probs = torch.log_softmax(logits, dim=0)
-            target_prompts = [k for k in words if best[k] == g] or background
+            log_probs = torch.log_softmax(torch.stack([scale * groups[b, g] @ prompts[c, j] for c, j in classes]), 0)
+            target = [k for k in words if best[k] == g] or background
             loss = 0.0
-            for k in target_prompts:
-                matching = [i for i, (c, j) in enumerate(flat) if int(ids[c, j]) == int(ids[b, k])]
-                loss = loss - sum(log_probs[i] for i in matching) / len(matching) / len(target_prompts)
+            for k in target:
+                if batch_classes:
+                    matching = [i for i, (c, j) in enumerate(classes) if int(ids[c, j]) == int(ids[b, k])]
+                else:
+                    matching = [classes.index((b, k))]
+                loss = loss - sum(log_probs[i] for i in matching) / len(matching) / len(target)
             terms.append(loss)
         per_image.append(sum(terms) / len(terms))
     return sum(per_image) / len(per_image)
@@ -331,7 +317,7 @@ def test_group_background_loss_batch_classes_match_slow_reference():
     is_caption = torch.zeros(5, 3, dtype=torch.bool)
     is_caption[0, 2] = True
     loss = groupvit_group_background_loss(groups, prompts, scale, ids, is_caption, bg, classes="batch")
-    expected = _slow_group_background_batch(groups, prompts, scale, ids, is_caption, bg)
+    expected = _slow_group_background(groups, prompts, scale, ids, is_caption, bg, batch_classes=True)
     torch.testing.assert_close(loss, expected.to(loss))
     assert not torch.isclose(loss, groupvit_group_background_loss(groups, prompts, scale, ids, is_caption, bg))
     # One image alone: every class is its own, and "batch" is "image" when no id repeats.
